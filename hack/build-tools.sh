@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds the pinned Go tools the tests and the demo run, from their Go modules.
+# The pins are the go.mod/go.sum files under hack/tools/<tool>/. Each build is
+# cached under $TOOLS_CACHE/<tool>-<version>-<key>, where <key> hashes the
+# pin files and the Go version, so a changed pin rebuilds and nothing else does.
+# Finally .tools/bin/ in the repo is pointed at the exact builds of this checkout.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${TOOLS_CACHE:-$HOME/.cache/kilo-clustermesh-operator/tools}
+bin="$repo/.tools/bin"
+export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
+mkdir -p "$cache" "$bin"
+
+# tool name | pin dir under hack/tools | pinned module | package to build
+tools=(
+  "kube-apiserver|kube-apiserver|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver"
+  "kube-apiserver-1.28|kube-apiserver-1.28|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver"
+  "etcd|etcd|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3"
+  "helm|helm|helm.sh/helm/v3|helm.sh/helm/v3/cmd/helm"
+  "helm-unittest|helm-unittest|github.com/helm-unittest/helm-unittest|github.com/helm-unittest/helm-unittest"
+)
+
+build() { # <name> <pin dir> <module> <package> <out dir>
+  local name=$1 pin=$2 module=$3 pkg=$4 out=$5 version ldflags=(-s -w)
+  version=$(cd "$pin" && go list -m -f '{{.Version}}' "$module")
+  case $module in
+    k8s.io/kubernetes) ldflags+=(-X "k8s.io/component-base/version.gitVersion=$version") ;;
+  esac
+  if [ "$name" = helm-unittest ]; then
+    # A Helm plugin: its plugin.yaml next to the binary it names for this platform.
+    (cd "$pin" && go build -trimpath -ldflags="${ldflags[*]}" -o "$out/helm-unittest/untt-linux-amd64" "$pkg")
+    cp "$(cd "$pin" && go list -m -f '{{.Dir}}' "$module")/plugin.yaml" "$out/helm-unittest/"
+  else
+    (cd "$pin" && go build -trimpath -ldflags="${ldflags[*]}" -o "$out/$name" "$pkg")
+  fi
+}
+
+for entry in "${tools[@]}"; do
+  IFS='|' read -r name dir module pkg <<<"$entry"
+  pin="$repo/hack/tools/$dir"
+  version=$(cd "$pin" && go list -m -f '{{.Version}}' "$module")
+  key=$(cat "$pin/go.mod" "$pin/go.sum" <(go version) | sha256sum | cut -c1-12)
+  dest="$cache/$name-$version-$key"
+  start=$SECONDS
+  if [ -f "$dest/.complete" ]; then
+    echo "tools: $name $version: cached in $dest (no rebuild)"
+  else
+    echo "tools: $name $version: building from $module ..."
+    rm -rf "$dest.partial" && mkdir -p "$dest.partial"
+    build "$name" "$pin" "$module" "$pkg" "$dest.partial"
+    touch "$dest.partial/.complete"
+    rm -rf "$dest" && mv "$dest.partial" "$dest"
+    echo "tools: $name $version: built in $((SECONDS - start)) s"
+  fi
+  for f in "$dest"/*; do ln -sfn "$f" "$bin/$(basename "$f")"; done
+done
+echo "tools: ready in $bin"
