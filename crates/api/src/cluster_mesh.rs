@@ -20,7 +20,7 @@ pub const CLEANUP_FINALIZER: &str = "kilo-clustermesh.io/cleanup";
     shortname = "cmesh",
     shortname = "cm",
     category = "kilo",
-    category = "all",
+    doc = "A Kilo WireGuard mesh of two or more Kubernetes clusters. Each cluster holds a Kilo Peer for every eligible node of every other cluster.",
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Clusters", type_ = "integer", json_path = ".status.clusterCount"),
     printcolumn(name = "Peers", type_ = "integer", json_path = ".status.registeredPeers"),

@@ -15,7 +15,12 @@ use crate::dns::is_dns1123_subdomain;
 /// A WireGuard peer that Kilo adds to its mesh: a public key, the ranges routed
 /// to it and, optionally, where to reach it.
 #[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[kube(group = "kilo.squat.ai", version = "v1alpha1", kind = "Peer")]
+#[kube(
+    group = "kilo.squat.ai",
+    version = "v1alpha1",
+    kind = "Peer",
+    doc = "Peer is a WireGuard peer that should have access to the VPN."
+)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerSpec {
     /// Ranges routed through this peer's tunnel.
