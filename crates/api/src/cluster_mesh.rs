@@ -10,6 +10,8 @@ pub const CLEANUP_FINALIZER: &str = "kilo-clustermesh.io/cleanup";
 
 /// The clusters of one Kilo WireGuard mesh. The operator keeps, on every
 /// cluster, one Kilo Peer per eligible node of every other cluster.
+// Each printcolumn repeats the same keys, which clippy reads as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kilo.squat.ai",
@@ -21,12 +23,37 @@ pub const CLEANUP_FINALIZER: &str = "kilo-clustermesh.io/cleanup";
     shortname = "cm",
     category = "kilo",
     doc = "A Kilo WireGuard mesh of two or more Kubernetes clusters. Each cluster holds a Kilo Peer for every eligible node of every other cluster.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Clusters", type_ = "integer", json_path = ".status.clusterCount"),
-    printcolumn(name = "Peers", type_ = "integer", json_path = ".status.registeredPeers"),
-    printcolumn(name = "Skipped", type_ = "integer", json_path = ".status.skippedNodes"),
-    printcolumn(name = "Reason", type_ = "string", priority = 1, json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Clusters",
+        type_ = "integer",
+        json_path = ".status.clusterCount"
+    ),
+    printcolumn(
+        name = "Peers",
+        type_ = "integer",
+        json_path = ".status.registeredPeers"
+    ),
+    printcolumn(
+        name = "Skipped",
+        type_ = "integer",
+        json_path = ".status.skippedNodes"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterMeshSpec {
@@ -50,7 +77,10 @@ pub struct ClusterMeshSpec {
 pub struct ClusterEntry {
     /// Name of the cluster, unique within the mesh; a DNS-1123 label. It
     /// prefixes the names of the Peers made for the cluster's nodes.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
 
     /// True for the cluster the operator runs in. Exactly one entry is local.
@@ -79,13 +109,21 @@ pub struct ClusterEntry {
 
     /// Service CIDR of this cluster. When set, it is routed to one node of the
     /// cluster (the anchor) so its services are reachable from the others.
-    #[serde(rename = "serviceCIDR", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceCIDR",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(length(max = 64))]
     pub service_cidr: Option<String>,
 
     /// Further CIDRs to route into this cluster through its anchor node
     /// (host-network ranges, external subnets).
-    #[serde(rename = "additionalCIDRs", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "additionalCIDRs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     #[schemars(length(max = 32), inner(length(max = 64)))]
     pub additional_cidrs: Vec<String>,
 }

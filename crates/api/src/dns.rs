@@ -49,11 +49,29 @@ mod tests {
 
     #[test]
     fn subdomains() {
-        for ok in ["a", "a.b", "cluster-a.node-1", "node.example.com", &"x".repeat(253)] {
+        for ok in [
+            "a",
+            "a.b",
+            "cluster-a.node-1",
+            "node.example.com",
+            &"x".repeat(253),
+        ] {
             assert!(is_dns1123_subdomain(ok), "{ok:?} should be a subdomain");
         }
-        for bad in ["", ".a", "a.", "a..b", "A.b", "a_b.c", "-a.b", &"x".repeat(254)] {
-            assert!(!is_dns1123_subdomain(bad), "{bad:?} should not be a subdomain");
+        for bad in [
+            "",
+            ".a",
+            "a.",
+            "a..b",
+            "A.b",
+            "a_b.c",
+            "-a.b",
+            &"x".repeat(254),
+        ] {
+            assert!(
+                !is_dns1123_subdomain(bad),
+                "{bad:?} should not be a subdomain"
+            );
         }
     }
 }

@@ -14,8 +14,8 @@ mod dns;
 mod peer;
 
 pub use cluster_mesh::{
-    ClusterEntry, ClusterMesh, ClusterMeshSpec, ClusterMeshStatus, ClusterStatus, SecretKeyRef,
-    SkippedNode, CLEANUP_FINALIZER,
+    CLEANUP_FINALIZER, ClusterEntry, ClusterMesh, ClusterMeshSpec, ClusterMeshStatus,
+    ClusterStatus, SecretKeyRef, SkippedNode,
 };
 pub use dns::{is_dns1123_label, is_dns1123_subdomain};
 pub use peer::{DnsOrIp, InvalidKey, InvalidPeer, Peer, PeerEndpoint, PeerSpec, WireGuardKey};

@@ -84,7 +84,11 @@ impl PeerSpec {
     /// The checks of Kilo's `Peer.Validate`: a Peer failing them is ignored
     /// by Kilo, so the operator must never write one.
     pub fn validate(&self) -> Result<(), InvalidPeer> {
-        if let Some(bad) = self.allowed_ips.iter().find(|ip| ip.parse::<IpNet>().is_err()) {
+        if let Some(bad) = self
+            .allowed_ips
+            .iter()
+            .find(|ip| ip.parse::<IpNet>().is_err())
+        {
             return Err(InvalidPeer::AllowedIp(bad.clone()));
         }
         if let Some(endpoint) = &self.endpoint {
@@ -169,9 +173,16 @@ mod tests {
 
     fn valid() -> PeerSpec {
         PeerSpec {
-            allowed_ips: vec!["10.1.0.0/24".into(), "10.100.0.1/32".into(), "fd00::/64".into()],
+            allowed_ips: vec![
+                "10.1.0.0/24".into(),
+                "10.100.0.1/32".into(),
+                "fd00::/64".into(),
+            ],
             endpoint: Some(PeerEndpoint {
-                dns_or_ip: DnsOrIp { dns: None, ip: Some("192.0.2.1".into()) },
+                dns_or_ip: DnsOrIp {
+                    dns: None,
+                    ip: Some("192.0.2.1".into()),
+                },
                 port: 51820,
             }),
             persistent_keepalive: Some(25),
@@ -190,23 +201,58 @@ mod tests {
 
     #[test]
     fn kilo_rejections_are_mirrored() {
-        let cases: Vec<(fn(&mut PeerSpec), InvalidPeer)> = vec![
-            (|p| p.allowed_ips.push("10.0.0.1".into()), InvalidPeer::AllowedIp("10.0.0.1".into())),
-            (|p| p.endpoint.as_mut().unwrap().dns_or_ip = DnsOrIp::default(), InvalidPeer::EndpointEmpty),
+        type BreakIt = fn(&mut PeerSpec);
+        let cases: Vec<(BreakIt, InvalidPeer)> = vec![
             (
-                |p| p.endpoint.as_mut().unwrap().dns_or_ip = DnsOrIp { dns: Some("Bad_Name".into()), ip: None },
+                |p| p.allowed_ips.push("10.0.0.1".into()),
+                InvalidPeer::AllowedIp("10.0.0.1".into()),
+            ),
+            (
+                |p| p.endpoint.as_mut().unwrap().dns_or_ip = DnsOrIp::default(),
+                InvalidPeer::EndpointEmpty,
+            ),
+            (
+                |p| {
+                    p.endpoint.as_mut().unwrap().dns_or_ip = DnsOrIp {
+                        dns: Some("Bad_Name".into()),
+                        ip: None,
+                    }
+                },
                 InvalidPeer::EndpointDns("Bad_Name".into()),
             ),
             (
-                |p| p.endpoint.as_mut().unwrap().dns_or_ip = DnsOrIp { dns: None, ip: Some("1.2.3".into()) },
+                |p| {
+                    p.endpoint.as_mut().unwrap().dns_or_ip = DnsOrIp {
+                        dns: None,
+                        ip: Some("1.2.3".into()),
+                    }
+                },
                 InvalidPeer::EndpointIp("1.2.3".into()),
             ),
-            (|p| p.endpoint.as_mut().unwrap().port = 0, InvalidPeer::EndpointPort(0)),
-            (|p| p.endpoint.as_mut().unwrap().port = 65536, InvalidPeer::EndpointPort(65536)),
-            (|p| p.persistent_keepalive = Some(-1), InvalidPeer::Keepalive(-1)),
-            (|p| p.public_key = String::new(), InvalidPeer::PublicKey(InvalidKey::Empty)),
-            (|p| p.public_key = "not base64!".into(), InvalidPeer::PublicKey(InvalidKey::NotBase64)),
-            (|p| p.public_key = "AAAA".into(), InvalidPeer::PublicKey(InvalidKey::Length(3))),
+            (
+                |p| p.endpoint.as_mut().unwrap().port = 0,
+                InvalidPeer::EndpointPort(0),
+            ),
+            (
+                |p| p.endpoint.as_mut().unwrap().port = 65536,
+                InvalidPeer::EndpointPort(65536),
+            ),
+            (
+                |p| p.persistent_keepalive = Some(-1),
+                InvalidPeer::Keepalive(-1),
+            ),
+            (
+                |p| p.public_key = String::new(),
+                InvalidPeer::PublicKey(InvalidKey::Empty),
+            ),
+            (
+                |p| p.public_key = "not base64!".into(),
+                InvalidPeer::PublicKey(InvalidKey::NotBase64),
+            ),
+            (
+                |p| p.public_key = "AAAA".into(),
+                InvalidPeer::PublicKey(InvalidKey::Length(3)),
+            ),
         ];
         for (break_it, expected) in cases {
             let mut peer = valid();

@@ -24,7 +24,9 @@ pub struct KubeconfigPolicy {
 pub enum KubeconfigError {
     #[error("not a kubeconfig: {0}")]
     Parse(String),
-    #[error("the kubeconfig has no current-context and not exactly one context; set current-context")]
+    #[error(
+        "the kubeconfig has no current-context and not exactly one context; set current-context"
+    )]
     NoContext,
     #[error("current-context {0:?} names no context in the kubeconfig")]
     UnknownContext(String),
@@ -68,8 +70,12 @@ impl KubeconfigError {
 
 /// Parses `yaml`, checks the context it would use against `policy`, and
 /// returns a client configuration for it.
-pub async fn client_config(yaml: &str, policy: KubeconfigPolicy) -> Result<kube::Config, KubeconfigError> {
-    let kubeconfig = Kubeconfig::from_yaml(yaml).map_err(|e| KubeconfigError::Parse(e.to_string()))?;
+pub async fn client_config(
+    yaml: &str,
+    policy: KubeconfigPolicy,
+) -> Result<kube::Config, KubeconfigError> {
+    let kubeconfig =
+        Kubeconfig::from_yaml(yaml).map_err(|e| KubeconfigError::Parse(e.to_string()))?;
     check(&kubeconfig, policy)?;
     kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
@@ -81,7 +87,8 @@ pub fn bearer_token(yaml: &str) -> Option<String> {
     use secrecy::ExposeSecret;
     let kubeconfig = Kubeconfig::from_yaml(yaml).ok()?;
     let (_, user) = selected(&kubeconfig).ok()?;
-    user.and_then(|(_, u)| u.token.as_ref()).map(|t| t.expose_secret().to_owned())
+    user.and_then(|(_, u)| u.token.as_ref())
+        .map(|t| t.expose_secret().to_owned())
 }
 
 fn check(kubeconfig: &Kubeconfig, policy: KubeconfigPolicy) -> Result<(), KubeconfigError> {
@@ -104,10 +111,11 @@ fn check(kubeconfig: &Kubeconfig, policy: KubeconfigPolicy) -> Result<(), Kubeco
             ("tokenFile", &user.token_file),
         ]);
     }
-    if !policy.allow_files {
-        if let Some((field, _)) = files.into_iter().find(|(_, path)| path.as_deref().is_some_and(|p| !p.is_empty())) {
-            return Err(KubeconfigError::File { field });
-        }
+    let file = files
+        .into_iter()
+        .find(|(_, path)| path.as_deref().is_some_and(|p| !p.is_empty()));
+    if let Some((field, _)) = file.filter(|_| !policy.allow_files) {
+        return Err(KubeconfigError::File { field });
     }
     Ok(())
 }
@@ -164,13 +172,19 @@ mod tests {
     const TOKEN: &str = "    token: abc.def.ghi\n";
 
     fn checked(yaml: &str, policy: KubeconfigPolicy) -> Result<(), KubeconfigError> {
-        check(&Kubeconfig::from_yaml(yaml).map_err(|e| KubeconfigError::Parse(e.to_string()))?, policy)
+        check(
+            &Kubeconfig::from_yaml(yaml).map_err(|e| KubeconfigError::Parse(e.to_string()))?,
+            policy,
+        )
     }
 
     #[test]
     fn inline_token_and_ca_are_accepted() {
         assert!(checked(&kubeconfig(CA, TOKEN), KubeconfigPolicy::default()).is_ok());
-        assert_eq!(bearer_token(&kubeconfig(CA, TOKEN)).as_deref(), Some("abc.def.ghi"));
+        assert_eq!(
+            bearer_token(&kubeconfig(CA, TOKEN)).as_deref(),
+            Some("abc.def.ghi")
+        );
     }
 
     #[test]
@@ -178,42 +192,83 @@ mod tests {
         let exec = "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n";
         let provider = "    auth-provider:\n      name: gcp\n";
         let cases = [
-            (kubeconfig(CA, exec), "PluginRefused", KubeconfigPolicy { allow_exec: true, ..Default::default() }),
-            (kubeconfig(CA, provider), "PluginRefused", KubeconfigPolicy { allow_exec: true, ..Default::default() }),
+            (
+                kubeconfig(CA, exec),
+                "PluginRefused",
+                KubeconfigPolicy {
+                    allow_exec: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                kubeconfig(CA, provider),
+                "PluginRefused",
+                KubeconfigPolicy {
+                    allow_exec: true,
+                    ..Default::default()
+                },
+            ),
             (
                 kubeconfig("    certificate-authority: /etc/ca.crt\n", TOKEN),
                 "FileRefused",
-                KubeconfigPolicy { allow_files: true, ..Default::default() },
+                KubeconfigPolicy {
+                    allow_files: true,
+                    ..Default::default()
+                },
             ),
             (
                 kubeconfig(CA, "    tokenFile: /var/run/token\n"),
                 "FileRefused",
-                KubeconfigPolicy { allow_files: true, ..Default::default() },
+                KubeconfigPolicy {
+                    allow_files: true,
+                    ..Default::default()
+                },
             ),
             (
-                kubeconfig(CA, "    client-certificate: /a.crt\n    client-key: /a.key\n"),
+                kubeconfig(
+                    CA,
+                    "    client-certificate: /a.crt\n    client-key: /a.key\n",
+                ),
                 "FileRefused",
-                KubeconfigPolicy { allow_files: true, ..Default::default() },
+                KubeconfigPolicy {
+                    allow_files: true,
+                    ..Default::default()
+                },
             ),
             (
                 kubeconfig("    insecure-skip-tls-verify: true\n", TOKEN),
                 "InsecureRefused",
-                KubeconfigPolicy { allow_insecure_tls: true, ..Default::default() },
+                KubeconfigPolicy {
+                    allow_insecure_tls: true,
+                    ..Default::default()
+                },
             ),
         ];
         for (yaml, label, allowing) in cases {
-            let Err(err) = checked(&yaml, KubeconfigPolicy::default()) else { panic!("accepted:\n{yaml}") };
+            let Err(err) = checked(&yaml, KubeconfigPolicy::default()) else {
+                panic!("accepted:\n{yaml}")
+            };
             assert_eq!(err.metric_label(), label, "{yaml}");
-            assert!(checked(&yaml, allowing).is_ok(), "the opt-in flag should allow:\n{yaml}");
+            assert!(
+                checked(&yaml, allowing).is_ok(),
+                "the opt-in flag should allow:\n{yaml}"
+            );
         }
     }
 
     #[test]
     fn broken_kubeconfigs_name_what_is_missing() {
-        assert!(matches!(checked("{{{", KubeconfigPolicy::default()), Err(KubeconfigError::Parse(_))));
+        assert!(matches!(
+            checked("{{{", KubeconfigPolicy::default()),
+            Err(KubeconfigError::Parse(_))
+        ));
         let no_server = kubeconfig(CA, TOKEN).replace("    server: https://127.0.0.1:6443\n", "");
-        assert!(matches!(checked(&no_server, KubeconfigPolicy::default()), Err(KubeconfigError::NoServer(_))));
-        let wrong_context = kubeconfig(CA, TOKEN).replace("current-context: remote", "current-context: other");
+        assert!(matches!(
+            checked(&no_server, KubeconfigPolicy::default()),
+            Err(KubeconfigError::NoServer(_))
+        ));
+        let wrong_context =
+            kubeconfig(CA, TOKEN).replace("current-context: remote", "current-context: other");
         let err = checked(&wrong_context, KubeconfigPolicy::default()).unwrap_err();
         assert!(err.to_string().contains("\"other\""), "{err}");
     }

@@ -1,0 +1,455 @@
+//! Observe: one client and one pair of long-lived watches (Nodes, Peers) per
+//! cluster, shared by every mesh that uses the cluster.
+//!
+//! A cluster is keyed by where its credentials come from: the operator's own
+//! client for the local cluster, or a Secret's key at one resourceVersion for
+//! a remote. A changed Secret therefore starts a fresh client and fresh
+//! watches; the old ones stop when no mesh uses them any more. Stores keep
+//! their last contents while a watch fails, so an unreachable cluster still
+//! has a last known view.
+
+use std::{
+    collections::{BTreeSet, HashMap, hash_map::DefaultHasher},
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex, Weak},
+};
+
+use api::{ClusterMesh, Peer};
+use futures::{Stream, StreamExt};
+use k8s_openapi::{
+    api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
+        watcher::{self, Event},
+    },
+};
+use tokio::{sync::mpsc, task::AbortHandle};
+
+/// Where a cluster's client comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClusterSource {
+    /// The cluster the operator runs in.
+    Local,
+    /// A kubeconfig in a Secret, at one resourceVersion of the Secret.
+    Secret {
+        namespace: String,
+        name: String,
+        key: String,
+        resource_version: String,
+    },
+}
+
+/// Reachability of a cluster as its watches see it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Health {
+    /// Both watches have listed the cluster at least once.
+    pub synced: bool,
+    /// False while a watch of the cluster is failing.
+    pub reachable: bool,
+    /// When the cluster became unreachable.
+    pub unreachable_since: Option<Time>,
+    /// The last watch error, while unreachable.
+    pub error: Option<String>,
+}
+
+/// A cluster being watched: its client and the last known Nodes and Peers.
+pub struct WatchedCluster {
+    pub source: ClusterSource,
+    pub client: Client,
+    pub nodes: Store<Node>,
+    pub peers: Store<Peer>,
+    health: Mutex<WatchHealth>,
+    tasks: Vec<AbortHandle>,
+}
+
+#[derive(Default)]
+struct WatchHealth {
+    nodes_synced: bool,
+    peers_synced: bool,
+    failing: Option<(Time, String)>,
+}
+
+impl WatchedCluster {
+    /// The cluster's reachability now.
+    pub fn health(&self) -> Health {
+        let health = self
+            .health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Health {
+            synced: health.nodes_synced && health.peers_synced,
+            reachable: health.failing.is_none(),
+            unreachable_since: health.failing.as_ref().map(|(since, _)| since.clone()),
+            error: health.failing.as_ref().map(|(_, error)| error.clone()),
+        }
+    }
+}
+
+impl Drop for WatchedCluster {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The clusters in use, and which meshes use each.
+pub struct ClusterRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    clusters: Mutex<HashMap<ClusterSource, Arc<WatchedCluster>>>,
+    users: Mutex<HashMap<ObjectRef<ClusterMesh>, BTreeSet<ClusterSource>>>,
+    trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>,
+}
+
+impl ClusterRegistry {
+    /// A registry whose watches send the meshes to reconcile to `trigger`.
+    pub fn new(trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>) -> Self {
+        let inner = Inner {
+            clusters: Mutex::default(),
+            users: Mutex::default(),
+            trigger,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The watched cluster for `source`, started with `client` if it is new.
+    pub fn cluster(
+        &self,
+        source: &ClusterSource,
+        client: impl FnOnce() -> Client,
+    ) -> Arc<WatchedCluster> {
+        let mut clusters = lock(&self.inner.clusters);
+        if let Some(cluster) = clusters.get(source) {
+            return cluster.clone();
+        }
+        let cluster = start(source.clone(), client(), Arc::downgrade(&self.inner));
+        clusters.insert(source.clone(), cluster.clone());
+        cluster
+    }
+
+    /// The cluster for `source` if it is already watched.
+    pub fn get(&self, source: &ClusterSource) -> Option<Arc<WatchedCluster>> {
+        lock(&self.inner.clusters).get(source).cloned()
+    }
+
+    /// Records the clusters `mesh` uses now, and stops watching clusters that
+    /// no mesh uses any more.
+    pub fn set_used(&self, mesh: ObjectRef<ClusterMesh>, sources: BTreeSet<ClusterSource>) {
+        let mut users = lock(&self.inner.users);
+        if sources.is_empty() {
+            users.remove(&mesh);
+        } else {
+            users.insert(mesh, sources);
+        }
+        let in_use: BTreeSet<&ClusterSource> = users.values().flatten().collect();
+        lock(&self.inner.clusters).retain(|source, _| in_use.contains(source));
+    }
+}
+
+impl Inner {
+    /// Asks for a reconcile of every mesh that uses `source`.
+    fn trigger_users(&self, source: &ClusterSource) {
+        for (mesh, sources) in lock(&self.users).iter() {
+            if sources.contains(source) {
+                // The receiver lives as long as the controller; a send after
+                // it stopped has nobody to tell.
+                let _ = self.trigger.send(mesh.clone());
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Starts the Node and Peer watches of one cluster.
+fn start(source: ClusterSource, client: Client, registry: Weak<Inner>) -> Arc<WatchedCluster> {
+    let (nodes, node_writer) = reflector::store();
+    let (peers, peer_writer) = reflector::store();
+    let node_events = watcher(Api::<Node>::all(client.clone()))
+        .modify(strip_node)
+        .reflect(node_writer);
+    let peer_events = watcher(Api::<Peer>::all(client.clone()))
+        .modify(|peer| peer.managed_fields_mut().clear())
+        .reflect(peer_writer);
+    Arc::new_cyclic(|cluster: &Weak<WatchedCluster>| {
+        let tasks = vec![
+            tokio::spawn(follow(
+                node_events,
+                Kind::Nodes,
+                node_fingerprint,
+                cluster.clone(),
+                registry.clone(),
+            ))
+            .abort_handle(),
+            tokio::spawn(follow(
+                peer_events,
+                Kind::Peers,
+                peer_fingerprint,
+                cluster.clone(),
+                registry,
+            ))
+            .abort_handle(),
+        ];
+        WatchedCluster {
+            source,
+            client,
+            nodes,
+            peers,
+            health: Mutex::default(),
+            tasks,
+        }
+    })
+}
+
+fn watcher<K>(api: Api<K>) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    watcher::watcher(api, watcher::Config::default()).default_backoff()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Nodes,
+    Peers,
+}
+
+/// Drives one watch: records reachability, and triggers the meshes using the
+/// cluster when something they depend on changed. Objects are compared by a
+/// fingerprint of the fields the plan reads, so a Kilo heartbeat
+/// (`kilo.squat.ai/last-seen`) or a status update triggers nothing.
+async fn follow<K: Resource + Clone>(
+    events: impl Stream<Item = Result<Event<K>, watcher::Error>>,
+    kind: Kind,
+    fingerprint: fn(&K) -> u64,
+    cluster: Weak<WatchedCluster>,
+    registry: Weak<Inner>,
+) {
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut listing: HashMap<String, u64> = HashMap::new();
+    futures::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        let (Some(cluster), Some(registry)) = (cluster.upgrade(), registry.upgrade()) else {
+            return;
+        };
+        let changed = match event {
+            Ok(event) => {
+                let recovered = {
+                    let mut health = lock(&cluster.health);
+                    let recovered = health.failing.take().is_some();
+                    if let Event::InitDone = event {
+                        match kind {
+                            Kind::Nodes => health.nodes_synced = true,
+                            Kind::Peers => health.peers_synced = true,
+                        }
+                    }
+                    recovered
+                };
+                let changed = match event {
+                    Event::Apply(object) => {
+                        seen.insert(object.name_any(), fingerprint(&object))
+                            != Some(fingerprint(&object))
+                    }
+                    Event::Delete(object) => seen.remove(&object.name_any()).is_some(),
+                    Event::Init => {
+                        listing.clear();
+                        false
+                    }
+                    Event::InitApply(object) => {
+                        listing.insert(object.name_any(), fingerprint(&object));
+                        false
+                    }
+                    Event::InitDone => {
+                        let changed = listing != seen;
+                        seen = std::mem::take(&mut listing);
+                        changed || recovered
+                    }
+                };
+                changed || recovered
+            }
+            Err(error) => {
+                let mut health = lock(&cluster.health);
+                let first_failure = health.failing.is_none();
+                let since = health
+                    .failing
+                    .take()
+                    .map_or_else(|| Time(Timestamp::now()), |(since, _)| since);
+                health.failing = Some((since, error.to_string()));
+                if first_failure {
+                    tracing::warn!(cluster = ?cluster.source, %error, "cluster unreachable");
+                }
+                first_failure
+            }
+        };
+        if changed {
+            registry.trigger_users(&cluster.source);
+        }
+    }
+}
+
+/// Annotations that only carry Kilo's heartbeat or NAT discovery: dropped from
+/// the cache so that they neither cost memory nor trigger a reconcile.
+const VOLATILE_ANNOTATIONS: [&str; 2] = [
+    "kilo.squat.ai/last-seen",
+    "kilo.squat.ai/discovered-endpoints",
+];
+
+/// Keeps only what peering depends on: name, Kilo annotations, pod CIDRs and
+/// the Ready condition.
+fn strip_node(node: &mut Node) {
+    let annotations = node
+        .annotations()
+        .iter()
+        .filter(|(key, _)| {
+            key.starts_with("kilo.squat.ai/") && !VOLATILE_ANNOTATIONS.contains(&key.as_str())
+        })
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    let spec = node.spec.take().unwrap_or_default();
+    let ready = node
+        .status
+        .take()
+        .and_then(|status| status.conditions)
+        .into_iter()
+        .flatten()
+        .filter(|condition| condition.type_ == "Ready")
+        .map(|condition| NodeCondition {
+            type_: condition.type_,
+            status: condition.status,
+            ..Default::default()
+        })
+        .collect::<Vec<_>>();
+    *node = Node {
+        metadata: ObjectMeta {
+            name: node.metadata.name.take(),
+            uid: node.metadata.uid.take(),
+            resource_version: node.metadata.resource_version.take(),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: spec.pod_cidr,
+            pod_cidrs: spec.pod_cidrs,
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            conditions: Some(ready),
+            ..Default::default()
+        }),
+    };
+}
+
+fn node_fingerprint(node: &Node) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    node.metadata.annotations.hash(&mut hasher);
+    node.spec
+        .as_ref()
+        .map(|s| (&s.pod_cidr, &s.pod_cidrs))
+        .hash(&mut hasher);
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(|c| c.iter().map(|c| &c.status).collect::<Vec<_>>())
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+fn peer_fingerprint(peer: &Peer) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    peer.metadata.labels.hash(&mut hasher);
+    peer.metadata.annotations.hash(&mut hasher);
+    serde_json::to_string(&peer.spec)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn node(last_seen: &str) -> Node {
+        let annotations = BTreeMap::from([
+            ("kilo.squat.ai/key".to_owned(), "k".to_owned()),
+            ("kilo.squat.ai/last-seen".to_owned(), last_seen.to_owned()),
+            (
+                "kubeadm.alpha.kubernetes.io/cri-socket".to_owned(),
+                "x".to_owned(),
+            ),
+        ]);
+        Node {
+            metadata: ObjectMeta {
+                name: Some("n1".into()),
+                annotations: Some(annotations),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidrs: Some(vec!["10.1.0.0/24".into()]),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                conditions: Some(vec![
+                    NodeCondition {
+                        type_: "Ready".into(),
+                        status: "True".into(),
+                        ..Default::default()
+                    },
+                    NodeCondition {
+                        type_: "MemoryPressure".into(),
+                        status: "False".into(),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn stripped_nodes_keep_what_peering_needs() {
+        let mut stripped = node("1");
+        strip_node(&mut stripped);
+        assert_eq!(
+            stripped.annotations().keys().collect::<Vec<_>>(),
+            ["kilo.squat.ai/key"]
+        );
+        assert_eq!(
+            stripped.spec.as_ref().and_then(|s| s.pod_cidrs.clone()),
+            Some(vec!["10.1.0.0/24".into()])
+        );
+        let conditions = stripped
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default();
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].type_, "Ready");
+    }
+
+    #[test]
+    fn heartbeats_do_not_change_the_fingerprint() {
+        let (mut a, mut b) = (node("1700000000"), node("1700000030"));
+        strip_node(&mut a);
+        strip_node(&mut b);
+        assert_eq!(node_fingerprint(&a), node_fingerprint(&b));
+        b.annotations_mut()
+            .insert("kilo.squat.ai/endpoint".into(), "192.0.2.1:51820".into());
+        assert_ne!(node_fingerprint(&a), node_fingerprint(&b));
+    }
+}
