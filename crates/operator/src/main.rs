@@ -25,7 +25,9 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => {
             let yaml = kilo_clustermesh_operator::crd::clustermesh_crd_yaml()?;
-            std::io::stdout().write_all(yaml.as_bytes()).context("writing the CRD to stdout")?;
+            std::io::stdout()
+                .write_all(yaml.as_bytes())
+                .context("writing the CRD to stdout")?;
         }
     }
     Ok(())
