@@ -18,7 +18,7 @@ tools=(
   "kube-apiserver-1.28|kube-apiserver-1.28|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver"
   "etcd|etcd|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3"
   "helm|helm|helm.sh/helm/v3|helm.sh/helm/v3/cmd/helm"
-  "helm-unittest|helm-unittest|github.com/helm-unittest/helm-unittest|github.com/helm-unittest/helm-unittest"
+  "helm-unittest|helm-unittest|github.com/helm-unittest/helm-unittest|github.com/helm-unittest/helm-unittest/cmd/helm-unittest"
 )
 
 build() { # <name> <pin dir> <module> <package> <out dir>

@@ -1,3 +1,4 @@
+// Pin: etcd, the server module (its main package is the module root).
 module kilo-clustermesh-operator/hack/tools/etcd
 
 go 1.26.0

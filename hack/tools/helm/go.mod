@@ -1,3 +1,4 @@
+// Pin: helm 3.
 module kilo-clustermesh-operator/hack/tools/helm
 
 go 1.26.0
