@@ -1,1 +1,24 @@
+//! Test-only: real Kubernetes control planes for integration tests.
+//!
+//! [`ControlPlane::start`] runs one `etcd` and one `kube-apiserver` on free
+//! loopback ports, with their own CA, RBAC on and ServiceAccount token
+//! signing (so the TokenRequest API works), and installs the `ClusterMesh`
+//! and Kilo `Peer` CRDs. [`ControlPlane::start_many`] starts several at once,
+//! one per cluster of a test mesh.
+//!
+//! The binaries come from `make tools` (`.tools/bin`, or `KCM_TOOLS_BIN`);
+//! `KCM_KUBE_APISERVER` picks another API server binary there, e.g.
+//! `kube-apiserver-1.28`.
+//!
+//! Processes never outlive the test: they are killed when the
+//! [`ControlPlane`] is dropped (also on panic), and each one is started with a
+//! parent-death signal, so even a test process killed with SIGKILL takes
+//! them down.
 
+mod control_plane;
+mod kubeconfig;
+mod pki;
+mod process;
+mod tools;
+
+pub use control_plane::{ControlPlane, Error};
