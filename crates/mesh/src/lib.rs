@@ -1,1 +1,43 @@
+//! The pure core of the operator: no client, no clock, no I/O.
+//!
+//! [`plan`] takes a `ClusterMesh` spec and what was observed of each cluster
+//! (its nodes and the Peers it holds) and returns a [`Plan`]: the Peers every
+//! cluster must hold, the writes that differ from what it holds now, and a
+//! [`Report`] from which the status and Events are made. The same inputs give
+//! the same plan, byte for byte.
+//!
+//! Safety rules live here, so they are tested here:
+//! - a spec error plans no write at all;
+//! - a cluster that could not be read keeps its Peers everywhere;
+//! - no range leaves a cluster's declared CIDRs, and a range that overlaps
+//!   another cluster's is advertised by neither;
+//! - a Peer that this mesh does not own is never touched.
 
+mod anchor;
+mod cidr;
+mod conflict;
+mod endpoint;
+mod events;
+mod identity;
+mod naming;
+mod node;
+mod observe;
+mod plan;
+mod spec;
+mod status;
+
+pub use conflict::Conflict;
+pub use events::{MeshEvent, transitions};
+pub use identity::{
+    ANCHOR_LABEL, CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MESH_ANNOTATION, MESH_LABEL,
+    MeshIdentity, NODE_ANNOTATION,
+};
+pub use naming::peer_name;
+pub use node::SkipReason;
+pub use observe::{ClusterView, NodeView, Observation, ObservedPeer, Unreachable};
+pub use plan::{
+    ClusterReport, ClusterWrites, DesiredPeer, PeerConflict, Plan, Report, Settings, SkippedNode,
+    applied, plan,
+};
+pub use spec::SpecError;
+pub use status::{MeshCondition, conditions, status};

@@ -1,0 +1,71 @@
+//! CIDRs: parsing in canonical form, containment, overlap.
+
+use ipnet::IpNet;
+
+/// Why a string is not a usable CIDR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CidrError {
+    /// Not `address/prefix`.
+    Unparsable,
+    /// Host bits are set; the canonical form is given.
+    HostBits(IpNet),
+}
+
+/// Parses `s` as a CIDR whose host bits are zero (`10.1.0.0/16`, not
+/// `10.1.0.1/16`).
+pub fn parse_canonical(s: &str) -> Result<IpNet, CidrError> {
+    let net: IpNet = s.trim().parse().map_err(|_| CidrError::Unparsable)?;
+    if net.trunc() == net {
+        Ok(net)
+    } else {
+        Err(CidrError::HostBits(net.trunc()))
+    }
+}
+
+/// True when `inner` lies wholly inside `outer` (same address family).
+pub fn contains(outer: &IpNet, inner: &IpNet) -> bool {
+    outer.contains(inner)
+}
+
+/// True when two CIDRs share an address: for CIDRs, one contains the other.
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+/// The single-address CIDR of `net`'s address (`/32` or `/128`).
+pub fn host_route(net: &IpNet) -> IpNet {
+    IpNet::from(net.addr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn canonical_cidrs_parse_and_others_say_why() {
+        assert_eq!(parse_canonical("10.1.0.0/16"), Ok(net("10.1.0.0/16")));
+        assert_eq!(parse_canonical("fd00:1::/64"), Ok(net("fd00:1::/64")));
+        assert_eq!(
+            parse_canonical("10.1.0.1/16"),
+            Err(CidrError::HostBits(net("10.1.0.0/16")))
+        );
+        assert_eq!(parse_canonical("10.1.0.0"), Err(CidrError::Unparsable));
+        assert_eq!(parse_canonical("banana"), Err(CidrError::Unparsable));
+    }
+
+    #[test]
+    fn overlap_is_containment_either_way_and_never_across_families() {
+        assert!(overlaps(&net("10.0.0.0/8"), &net("10.1.0.0/16")));
+        assert!(overlaps(&net("10.1.0.0/16"), &net("10.0.0.0/8")));
+        assert!(!overlaps(&net("10.1.0.0/16"), &net("10.2.0.0/16")));
+        assert!(!overlaps(&net("0.0.0.0/0"), &net("::/0")));
+        assert!(contains(&net("10.1.0.0/16"), &net("10.1.2.0/24")));
+        assert!(!contains(&net("10.1.0.0/16"), &net("0.0.0.0/0")));
+        assert_eq!(host_route(&net("10.4.0.1/16")), net("10.4.0.1/32"));
+        assert_eq!(host_route(&net("fd00::1/64")), net("fd00::1/128"));
+    }
+}

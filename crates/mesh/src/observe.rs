@@ -1,0 +1,73 @@
+//! What the plan is fed: each cluster's nodes and Peers, stripped to plain
+//! data by the controller.
+
+use std::collections::BTreeMap;
+
+use api::PeerSpec;
+
+/// A node, reduced to what peering reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeView {
+    pub name: String,
+    /// `spec.podCIDRs`, else `[spec.podCIDR]`.
+    pub pod_cidrs: Vec<String>,
+    /// The node's `kilo.squat.ai/*` annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The node's Ready condition is True.
+    pub ready: bool,
+}
+
+/// A Peer as found on a cluster: any Peer this mesh owns, and any other whose
+/// name the mesh would use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedPeer {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub spec: PeerSpec,
+}
+
+/// What was read of one cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub nodes: Vec<NodeView>,
+    pub peers: Vec<ObservedPeer>,
+}
+
+/// Why a cluster could not be read this time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Its kubeconfig Secret is missing, unusable or refused.
+    Credentials(String),
+    /// Its API server does not answer or refuses the operator.
+    Connection(String),
+    /// Its watches have not listed it yet.
+    Syncing,
+}
+
+/// One cluster's observation for a pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// Read successfully; the view is current.
+    Observed(ClusterView),
+    /// Not readable now. `last_known` is what was read before, if anything;
+    /// it is used for counting only: nothing is written from it.
+    Unreachable {
+        cause: Unreachable,
+        last_known: Option<ClusterView>,
+    },
+}
+
+impl Observation {
+    /// The nodes and Peers, current or last known.
+    pub fn view(&self) -> Option<&ClusterView> {
+        match self {
+            Self::Observed(view) => Some(view),
+            Self::Unreachable { last_known, .. } => last_known.as_ref(),
+        }
+    }
+
+    pub fn is_observed(&self) -> bool {
+        matches!(self, Self::Observed(_))
+    }
+}

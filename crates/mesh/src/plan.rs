@@ -1,0 +1,426 @@
+//! `plan`: from the spec and the observed clusters to the Peers every cluster
+//! must hold and the writes that get them there.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use api::{ClusterMeshSpec, PeerSpec};
+use ipnet::IpNet;
+
+use crate::{
+    anchor,
+    conflict::{self, Conflict},
+    identity::{
+        ANCHOR_LABEL, CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MESH_ANNOTATION, MESH_LABEL,
+        MeshIdentity, NODE_ANNOTATION,
+    },
+    naming::peer_name,
+    node::{self, EligibleNode, SkipReason},
+    observe::{ClusterView, Observation, ObservedPeer, Unreachable},
+    spec::{self, ClusterSpec, SpecError},
+};
+
+/// Operator-wide choices that shape Peers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// persistentKeepalive for nodes without the Kilo annotation.
+    pub default_persistent_keepalive: Option<i32>,
+    /// Route each node's internal IP when it lies in the cluster's
+    /// additionalCIDRs.
+    pub advertise_internal_ips: bool,
+}
+
+/// A Peer as the operator wants it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredPeer {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub spec: PeerSpec,
+}
+
+/// The writes one cluster needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterWrites {
+    /// Peers to create or change (server-side apply).
+    pub apply: Vec<DesiredPeer>,
+    /// Names of owned Peers to delete.
+    pub delete: Vec<String>,
+}
+
+impl ClusterWrites {
+    pub fn is_empty(&self) -> bool {
+        self.apply.is_empty() && self.delete.is_empty()
+    }
+}
+
+/// A Peer name the mesh needs on a cluster, taken by a Peer it does not own.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeerConflict {
+    pub cluster: String,
+    pub peer: String,
+}
+
+/// A node that is not peered, and why.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SkippedNode {
+    pub name: String,
+    pub reason: SkipReason,
+}
+
+/// One cluster's part of the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterReport {
+    pub name: String,
+    /// Why the cluster could not be read; `None` when it was.
+    pub unreachable: Option<Unreachable>,
+    /// Nodes seen (last known while unreachable).
+    pub nodes: usize,
+    /// Nodes peered on the other clusters.
+    pub registered_peers: usize,
+    pub skipped: Vec<SkippedNode>,
+    pub anchor: Option<String>,
+}
+
+/// Everything the status and the Events are made from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub spec_errors: Vec<SpecError>,
+    pub conflicts: Vec<Conflict>,
+    pub peer_conflicts: Vec<PeerConflict>,
+    pub clusters: Vec<ClusterReport>,
+}
+
+/// The outcome of [`plan`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Per cluster: every Peer this mesh wants there, by name.
+    pub desired: BTreeMap<String, BTreeMap<String, DesiredPeer>>,
+    /// Per readable cluster: the writes that differ from what it holds.
+    pub writes: BTreeMap<String, ClusterWrites>,
+    pub report: Report,
+}
+
+/// Plans one pass. `observations` holds one entry per cluster name; a
+/// cluster without one counts as not yet read.
+pub fn plan(
+    spec: &ClusterMeshSpec,
+    identity: &MeshIdentity,
+    settings: &Settings,
+    observations: &BTreeMap<String, Observation>,
+) -> Plan {
+    let syncing = Observation::Unreachable {
+        cause: Unreachable::Syncing,
+        last_known: None,
+    };
+    let observation = |name: &str| observations.get(name).unwrap_or(&syncing);
+    let clusters = match spec::parse(spec) {
+        Ok(clusters) => clusters,
+        Err(spec_errors) => {
+            // Nothing is written while the spec is wrong.
+            let clusters = spec
+                .clusters
+                .iter()
+                .map(|entry| {
+                    let obs = observation(&entry.name);
+                    ClusterReport {
+                        name: entry.name.clone(),
+                        unreachable: unreachable(obs),
+                        nodes: obs.view().map_or(0, |v| v.nodes.len()),
+                        registered_peers: 0,
+                        skipped: vec![],
+                        anchor: None,
+                    }
+                })
+                .collect();
+            return Plan {
+                report: Report {
+                    spec_errors,
+                    clusters,
+                    ..Report::default()
+                },
+                ..Plan::default()
+            };
+        }
+    };
+    let (conflicts, blocked) = conflict::find(&clusters);
+    let mesh_label = identity.label_value();
+    let mesh = mesh_label.as_str();
+    let owned = |peer: &&ObservedPeer| peer.labels.get(MESH_LABEL).is_some_and(|m| m == mesh);
+
+    // Every Peer of this mesh on a readable cluster, for the anchor's
+    // stickiness and for counting unreachable clusters' Peers.
+    let owned_peers: Vec<&ObservedPeer> = clusters
+        .iter()
+        .filter_map(|c| match observation(&c.name) {
+            Observation::Observed(view) => Some(view.peers.iter().filter(owned)),
+            Observation::Unreachable { .. } => None,
+        })
+        .flatten()
+        .collect();
+
+    let mut sources = BTreeMap::new();
+    let mut reports = Vec::new();
+    for cluster in &clusters {
+        let obs = observation(&cluster.name);
+        let (source, report) = source(cluster, obs, &blocked, settings, &owned_peers);
+        sources.insert(cluster.name.clone(), source);
+        reports.push(report);
+    }
+
+    let mut desired = BTreeMap::new();
+    let mut writes = BTreeMap::new();
+    let mut peer_conflicts = Vec::new();
+    for target in &clusters {
+        let wanted: BTreeMap<String, DesiredPeer> = clusters
+            .iter()
+            .filter(|source| source.name != target.name && observation(&source.name).is_observed())
+            .flat_map(|source| {
+                let s = &sources[&source.name];
+                s.eligible
+                    .values()
+                    .map(move |node| desired_peer(identity, mesh, source, s, node))
+            })
+            .map(|peer| (peer.name.clone(), peer))
+            .collect();
+        if let Observation::Observed(view) = observation(&target.name) {
+            let (cluster_writes, conflicts) = diff(&target.name, view, &wanted, mesh, |source| {
+                clusters.iter().any(|c| c.name == source) && !observation(source).is_observed()
+            });
+            peer_conflicts.extend(conflicts);
+            if !cluster_writes.is_empty() {
+                writes.insert(target.name.clone(), cluster_writes);
+            }
+        }
+        desired.insert(target.name.clone(), wanted);
+    }
+    peer_conflicts.sort();
+    Plan {
+        desired,
+        writes,
+        report: Report {
+            spec_errors: vec![],
+            conflicts,
+            peer_conflicts,
+            clusters: reports,
+        },
+    }
+}
+
+/// One source cluster's nodes, checked, and its anchor.
+struct Source {
+    eligible: BTreeMap<String, EligibleNode>,
+    anchor: Option<String>,
+    /// Service and additional CIDRs the anchor routes (those not in conflict).
+    anchor_ranges: Vec<IpNet>,
+}
+
+fn source(
+    cluster: &ClusterSpec,
+    observation: &Observation,
+    blocked: &BTreeSet<(String, IpNet)>,
+    settings: &Settings,
+    owned_peers: &[&ObservedPeer],
+) -> (Source, ClusterReport) {
+    let empty = ClusterView::default();
+    let view = observation.view().unwrap_or(&empty);
+    let mut nodes: Vec<_> = view.nodes.iter().collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let location = node::location_granularity(&view.nodes);
+    let mut eligible = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for view in nodes {
+        let checked = if location {
+            Err(SkipReason::LocationGranularity)
+        } else {
+            node::check(
+                view,
+                cluster,
+                blocked,
+                settings.advertise_internal_ips,
+                settings.default_persistent_keepalive,
+            )
+        };
+        match checked {
+            Ok(node) => {
+                eligible.insert(node.name.clone(), node);
+            }
+            Err(reason) => skipped.push(SkippedNode {
+                name: view.name.clone(),
+                reason,
+            }),
+        }
+    }
+    let of_cluster: Vec<&&ObservedPeer> = owned_peers
+        .iter()
+        .filter(|p| p.labels.get(CLUSTER_LABEL) == Some(&cluster.name))
+        .collect();
+    let anchor_ranges: Vec<IpNet> = cluster
+        .service
+        .iter()
+        .chain(&cluster.additional)
+        .filter(|range| !blocked.contains(&(cluster.name.clone(), **range)))
+        .copied()
+        .collect();
+    let anchor = if anchor_ranges.is_empty() {
+        None
+    } else {
+        let current = of_cluster
+            .iter()
+            .filter(|p| p.labels.get(ANCHOR_LABEL).is_some_and(|v| v == "true"))
+            .filter_map(|p| p.annotations.get(NODE_ANNOTATION).cloned())
+            .collect();
+        anchor::choose(&eligible, &current)
+    };
+    let unreachable = unreachable(observation);
+    let registered_peers = if unreachable.is_none() {
+        eligible.len()
+    } else {
+        // Kept as they were: count the nodes that have Peers.
+        of_cluster
+            .iter()
+            .filter_map(|p| p.annotations.get(NODE_ANNOTATION))
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    let report = ClusterReport {
+        name: cluster.name.clone(),
+        unreachable,
+        nodes: view.nodes.len(),
+        registered_peers,
+        skipped,
+        anchor: anchor.clone(),
+    };
+    (
+        Source {
+            eligible,
+            anchor,
+            anchor_ranges,
+        },
+        report,
+    )
+}
+
+fn unreachable(observation: &Observation) -> Option<Unreachable> {
+    match observation {
+        Observation::Observed(_) => None,
+        Observation::Unreachable { cause, .. } => Some(cause.clone()),
+    }
+}
+
+fn desired_peer(
+    identity: &MeshIdentity,
+    mesh: &str,
+    cluster: &ClusterSpec,
+    source: &Source,
+    node: &EligibleNode,
+) -> DesiredPeer {
+    let is_anchor = source.anchor.as_deref() == Some(node.name.as_str());
+    let mut allowed: BTreeSet<IpNet> = node.allowed_ips.iter().copied().collect();
+    if is_anchor {
+        allowed.extend(source.anchor_ranges.iter().copied());
+    }
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+        (MESH_LABEL.to_owned(), mesh.to_owned()),
+        (CLUSTER_LABEL.to_owned(), cluster.name.clone()),
+    ]);
+    if is_anchor {
+        labels.insert(ANCHOR_LABEL.to_owned(), "true".to_owned());
+    }
+    DesiredPeer {
+        name: peer_name(&cluster.name, &node.name),
+        labels,
+        annotations: BTreeMap::from([
+            (MESH_ANNOTATION.to_owned(), identity.annotation_value()),
+            (NODE_ANNOTATION.to_owned(), node.name.clone()),
+        ]),
+        spec: PeerSpec {
+            allowed_ips: allowed.iter().map(ToString::to_string).collect(),
+            endpoint: Some(node.endpoint.clone()),
+            persistent_keepalive: node.persistent_keepalive,
+            preshared_key: None,
+            public_key: node.key.to_string(),
+        },
+    }
+}
+
+/// The writes that turn what `target` holds into `wanted`. Owned Peers of a
+/// source that could not be read (`kept_source`) are left as they are.
+fn diff(
+    target: &str,
+    view: &ClusterView,
+    wanted: &BTreeMap<String, DesiredPeer>,
+    mesh: &str,
+    kept_source: impl Fn(&str) -> bool,
+) -> (ClusterWrites, Vec<PeerConflict>) {
+    let observed: BTreeMap<&str, &ObservedPeer> =
+        view.peers.iter().map(|p| (p.name.as_str(), p)).collect();
+    let is_owned = |peer: &ObservedPeer| peer.labels.get(MESH_LABEL).is_some_and(|m| m == mesh);
+    let mut writes = ClusterWrites::default();
+    let mut conflicts = Vec::new();
+    for (name, peer) in wanted {
+        match observed.get(name.as_str()) {
+            Some(existing) if !is_owned(existing) => {
+                conflicts.push(PeerConflict {
+                    cluster: target.to_owned(),
+                    peer: name.clone(),
+                });
+            }
+            Some(existing) if matches(existing, peer) => {}
+            _ => writes.apply.push(peer.clone()),
+        }
+    }
+    for peer in view
+        .peers
+        .iter()
+        .filter(|p| is_owned(p) && !wanted.contains_key(&p.name))
+    {
+        let source = peer
+            .labels
+            .get(CLUSTER_LABEL)
+            .map(String::as_str)
+            .unwrap_or_default();
+        if !kept_source(source) {
+            writes.delete.push(peer.name.clone());
+        }
+    }
+    writes.delete.sort();
+    (writes, conflicts)
+}
+
+/// True when `observed` already is `wanted`: same spec, and every label and
+/// annotation the operator sets (other ones may be added by people).
+fn matches(observed: &ObservedPeer, wanted: &DesiredPeer) -> bool {
+    let has = |have: &BTreeMap<String, String>, want: &BTreeMap<String, String>| {
+        want.iter().all(|(k, v)| have.get(k) == Some(v))
+    };
+    let stale_anchor =
+        observed.labels.contains_key(ANCHOR_LABEL) && !wanted.labels.contains_key(ANCHOR_LABEL);
+    observed.spec == wanted.spec
+        && has(&observed.labels, &wanted.labels)
+        && has(&observed.annotations, &wanted.annotations)
+        && !stale_anchor
+}
+
+/// The Peers a cluster holds once `writes` are applied: what tests and
+/// properties feed back into [`plan`].
+pub fn applied(view: &ClusterView, writes: &ClusterWrites) -> Vec<ObservedPeer> {
+    let mut peers: BTreeMap<String, ObservedPeer> = view
+        .peers
+        .iter()
+        .map(|p| (p.name.clone(), p.clone()))
+        .collect();
+    for name in &writes.delete {
+        peers.remove(name);
+    }
+    for peer in &writes.apply {
+        let observed = ObservedPeer {
+            name: peer.name.clone(),
+            labels: peer.labels.clone(),
+            annotations: peer.annotations.clone(),
+            spec: peer.spec.clone(),
+        };
+        peers.insert(peer.name.clone(), observed);
+    }
+    peers.into_values().collect()
+}

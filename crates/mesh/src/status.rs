@@ -1,0 +1,195 @@
+//! The status a report gives: counts per cluster and the conditions, without
+//! times (the controller adds those).
+
+use api::{ClusterMeshStatus, ClusterStatus, SkippedNode as SkippedNodeStatus};
+
+use crate::{observe::Unreachable, plan::Report};
+
+/// Most skipped nodes listed per cluster in the status.
+pub const SKIPPED_LISTED: usize = 20;
+
+/// A condition without its times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshCondition {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Counts per cluster and in total. Times, `observedGeneration` and
+/// conditions are left for the controller to fill.
+pub fn status(report: &Report) -> ClusterMeshStatus {
+    let clusters: Vec<ClusterStatus> = report
+        .clusters
+        .iter()
+        .map(|c| ClusterStatus {
+            name: c.name.clone(),
+            nodes: count(c.nodes),
+            registered_peers: count(c.registered_peers),
+            skipped_nodes: count(c.skipped.len()),
+            anchor_node: c.anchor.clone(),
+            reachable: c.unreachable.is_none(),
+            message: c.unreachable.as_ref().map(describe),
+            skipped: c
+                .skipped
+                .iter()
+                .take(SKIPPED_LISTED)
+                .map(|s| SkippedNodeStatus {
+                    name: s.name.clone(),
+                    reason: s.reason.reason().to_owned(),
+                    message: s.reason.message(&c.name, &s.name),
+                })
+                .collect(),
+            ..ClusterStatus::default()
+        })
+        .collect();
+    ClusterMeshStatus {
+        cluster_count: count(clusters.len()),
+        registered_peers: clusters.iter().map(|c| c.registered_peers).sum(),
+        skipped_nodes: clusters.iter().map(|c| c.skipped_nodes).sum(),
+        clusters,
+        ..ClusterMeshStatus::default()
+    }
+}
+
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn describe(cause: &Unreachable) -> String {
+    match cause {
+        Unreachable::Credentials(why) => format!("credentials: {why}"),
+        Unreachable::Connection(why) => format!("unreachable, last known Peers kept: {why}"),
+        Unreachable::Syncing => "not listed yet".to_owned(),
+    }
+}
+
+/// The conditions, `Ready` last. Each problem condition is True when there
+/// is such a problem and names it.
+pub fn conditions(report: &Report) -> Vec<MeshCondition> {
+    let clusters_where = |pick: fn(&Unreachable) -> bool| -> Vec<String> {
+        report
+            .clusters
+            .iter()
+            .filter_map(|c| {
+                c.unreachable
+                    .as_ref()
+                    .filter(|u| pick(u))
+                    .map(|u| format!("cluster {}: {}", c.name, describe(u)))
+            })
+            .collect()
+    };
+    let problems = [
+        (
+            "InvalidSpec",
+            report
+                .spec_errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            "no Peer is changed until the spec is fixed",
+        ),
+        (
+            "CredentialsInvalid",
+            clusters_where(|u| matches!(u, Unreachable::Credentials(_))),
+            "their Peers are kept as they are",
+        ),
+        (
+            "ClustersUnreachable",
+            clusters_where(|u| !matches!(u, Unreachable::Credentials(_))),
+            "their Peers are kept as they are",
+        ),
+        (
+            "CIDRConflict",
+            report.conflicts.iter().map(ToString::to_string).collect(),
+            "these ranges are not advertised; give each cluster its own",
+        ),
+        (
+            "PeerConflict",
+            report
+                .peer_conflicts
+                .iter()
+                .map(|p| {
+                    format!(
+                        "Peer {} on cluster {} exists and is not this mesh's",
+                        p.peer, p.cluster
+                    )
+                })
+                .collect(),
+            "rename or delete it; it is left untouched",
+        ),
+    ];
+    let mut conditions: Vec<MeshCondition> = problems
+        .into_iter()
+        .map(|(type_, items, consequence)| {
+            if items.is_empty() {
+                MeshCondition {
+                    type_,
+                    status: false,
+                    reason: format!("No{type_}"),
+                    message: String::new(),
+                }
+            } else {
+                MeshCondition {
+                    type_,
+                    status: true,
+                    reason: type_.to_owned(),
+                    message: format!("{}; {consequence}", items.join("; ")),
+                }
+            }
+        })
+        .collect();
+    let skipped: Vec<String> = report
+        .clusters
+        .iter()
+        .flat_map(|c| {
+            c.skipped
+                .iter()
+                .map(move |s| format!("{}/{}: {}", c.name, s.name, s.reason.reason()))
+        })
+        .collect();
+    conditions.push(MeshCondition {
+        type_: "NodesSkipped",
+        status: !skipped.is_empty(),
+        reason: if skipped.is_empty() {
+            "AllNodesEligible".into()
+        } else {
+            "NodesSkipped".into()
+        },
+        message: match skipped.len() {
+            0 => String::new(),
+            n if n <= 10 => format!(
+                "{n} nodes not peered: {}; see status.clusters[].skipped",
+                skipped.join(", ")
+            ),
+            n => format!(
+                "{n} nodes not peered, first: {}; see status.clusters[].skipped",
+                skipped[..10].join(", ")
+            ),
+        },
+    });
+    let blocking = conditions
+        .iter()
+        .find(|c| c.status && c.type_ != "NodesSkipped")
+        .cloned();
+    let peers: usize = report.clusters.iter().map(|c| c.registered_peers).sum();
+    conditions.push(match blocking {
+        Some(problem) => MeshCondition {
+            type_: "Ready",
+            status: false,
+            reason: problem.reason,
+            message: problem.message,
+        },
+        None => MeshCondition {
+            type_: "Ready",
+            status: true,
+            reason: "Meshed".into(),
+            message: format!(
+                "{} clusters meshed, {peers} nodes peered",
+                report.clusters.len()
+            ),
+        },
+    });
+    conditions
+}

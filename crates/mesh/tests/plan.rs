@@ -1,0 +1,345 @@
+//! The plan's behaviour, case by case.
+
+mod common;
+
+use common::*;
+use mesh::{
+    ANCHOR_LABEL, MESH_LABEL, Observation, Unreachable, conditions, plan, status, transitions,
+};
+
+#[test]
+fn every_cluster_holds_the_eligible_nodes_of_every_other_cluster() {
+    let mut observations = fresh(2);
+    let plan = converge(&spec(), &mut observations);
+    for (cluster, others) in [("a", ["b", "c"]), ("b", ["a", "c"]), ("c", ["a", "b"])] {
+        let mut names: Vec<&str> = peers(&observations, cluster)
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        names.sort();
+        let expected: Vec<String> = others
+            .iter()
+            .flat_map(|o| [format!("{o}.node-0"), format!("{o}.node-1")])
+            .collect();
+        assert_eq!(names, expected, "Peers on {cluster}");
+    }
+    let b0 = peers(&observations, "a")
+        .into_iter()
+        .find(|p| p.name == "b.node-0")
+        .unwrap()
+        .clone();
+    assert_eq!(b0.spec.public_key, key(2, 0));
+    assert_eq!(
+        b0.spec
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.dns_or_ip.ip.as_deref()),
+        Some("192.0.2.20")
+    );
+    assert_eq!(b0.spec.persistent_keepalive, Some(25));
+    assert!(b0.spec.allowed_ips.contains(&"10.2.0.0/24".to_owned()));
+    assert!(b0.spec.allowed_ips.contains(&"10.102.0.1/32".to_owned()));
+    let report = status(&plan.report);
+    assert_eq!(report.registered_peers, 6);
+    let ready = conditions(&plan.report)
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(ready.status, "{ready:?}");
+}
+
+#[test]
+fn the_anchor_carries_the_service_cidr_in_its_own_peer() {
+    let mut spec = spec();
+    spec.clusters[1].additional_cidrs = vec!["192.168.20.0/24".into()];
+    let mut observations = fresh(3);
+    converge(&spec, &mut observations);
+    let on_a = peers(&observations, "a");
+    let anchors: Vec<_> = on_a
+        .iter()
+        .filter(|p| p.labels.contains_key(ANCHOR_LABEL) && p.name.starts_with("b."))
+        .collect();
+    assert_eq!(anchors.len(), 1, "exactly one anchor for b");
+    assert_eq!(anchors[0].name, "b.node-0", "lowest name among Ready nodes");
+    assert!(
+        anchors[0]
+            .spec
+            .allowed_ips
+            .contains(&"10.202.0.0/16".to_owned())
+    );
+    assert!(
+        anchors[0]
+            .spec
+            .allowed_ips
+            .contains(&"192.168.20.0/24".to_owned())
+    );
+    let with_service = on_a
+        .iter()
+        .filter(|p| p.spec.allowed_ips.contains(&"10.202.0.0/16".to_owned()))
+        .count();
+    assert_eq!(
+        with_service, 1,
+        "the service range is in one Peer, never a separate one"
+    );
+}
+
+#[test]
+fn a_removed_anchor_hands_over_in_one_pass() {
+    let mut observations = fresh(3);
+    converge(&spec(), &mut observations);
+    view_mut(&mut observations, "b")
+        .nodes
+        .retain(|n| n.name != "node-0");
+    let next = plan(&spec(), &identity(), &settings(), &observations);
+    let on_a = &next.writes["a"];
+    assert_eq!(on_a.delete, vec!["b.node-0".to_owned()]);
+    let new_anchor = on_a
+        .apply
+        .iter()
+        .find(|p| p.name == "b.node-1")
+        .expect("node-1 takes over");
+    assert!(
+        new_anchor
+            .spec
+            .allowed_ips
+            .contains(&"10.202.0.0/16".to_owned())
+    );
+}
+
+#[test]
+fn unreachable_cluster_keeps_its_peers_everywhere() {
+    let mut observations = fresh(2);
+    converge(&spec(), &mut observations);
+    observations.insert(
+        "b".into(),
+        Observation::Unreachable {
+            cause: Unreachable::Connection("connection refused".into()),
+            last_known: None,
+        },
+    );
+    let plan = plan(&spec(), &identity(), &settings(), &observations);
+    assert!(
+        !plan.writes.contains_key("b"),
+        "nothing is written to an unreachable cluster"
+    );
+    for (cluster, writes) in &plan.writes {
+        assert!(
+            writes.delete.iter().all(|n| !n.starts_with("b.")),
+            "b's Peers deleted on {cluster}"
+        );
+    }
+    let b = &status(&plan.report).clusters[1];
+    assert!(!b.reachable);
+    assert_eq!(b.registered_peers, 2, "its kept Peers are still counted");
+    let ready = conditions(&plan.report)
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (false, "ClustersUnreachable")
+    );
+    assert!(ready.message.contains("cluster b"), "{}", ready.message);
+}
+
+#[test]
+fn a_source_listing_zero_eligible_nodes_while_unreachable_wipes_nothing() {
+    let mut observations = fresh(2);
+    converge(&spec(), &mut observations);
+    let last_known = observations["c"].view().cloned().map(|mut v| {
+        v.nodes.clear();
+        v
+    });
+    observations.insert(
+        "c".into(),
+        Observation::Unreachable {
+            cause: Unreachable::Syncing,
+            last_known,
+        },
+    );
+    let plan = plan(&spec(), &identity(), &settings(), &observations);
+    assert!(
+        plan.writes.values().all(|w| w.delete.is_empty()),
+        "{:?}",
+        plan.writes
+    );
+}
+
+#[test]
+fn a_node_removed_from_a_readable_cluster_loses_its_peers_everywhere() {
+    let mut observations = fresh(2);
+    converge(&spec(), &mut observations);
+    view_mut(&mut observations, "c")
+        .nodes
+        .retain(|n| n.name != "node-1");
+    let plan = plan(&spec(), &identity(), &settings(), &observations);
+    assert_eq!(plan.writes["a"].delete, vec!["c.node-1".to_owned()]);
+    assert_eq!(plan.writes["b"].delete, vec!["c.node-1".to_owned()]);
+    assert!(!plan.writes.contains_key("c"));
+}
+
+#[test]
+fn a_foreign_peer_with_our_name_is_left_alone_and_reported() {
+    let mut observations = fresh(1);
+    view_mut(&mut observations, "a")
+        .peers
+        .push(mesh::ObservedPeer {
+            name: "b.node-0".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            spec: api::PeerSpec {
+                allowed_ips: vec!["10.9.9.0/24".into()],
+                endpoint: None,
+                persistent_keepalive: None,
+                preshared_key: None,
+                public_key: key(9, 9),
+            },
+        });
+    let plan = plan(&spec(), &identity(), &settings(), &observations);
+    assert!(plan.writes["a"].apply.iter().all(|p| p.name != "b.node-0"));
+    assert!(plan.writes["a"].delete.is_empty());
+    assert_eq!(plan.report.peer_conflicts.len(), 1);
+    let conflict = conditions(&plan.report)
+        .into_iter()
+        .find(|c| c.type_ == "PeerConflict")
+        .unwrap();
+    assert!(
+        conflict.status && conflict.message.contains("Peer b.node-0 on cluster a"),
+        "{conflict:?}"
+    );
+}
+
+#[test]
+fn another_meshs_peers_are_never_touched() {
+    let mut observations = fresh(1);
+    converge(&spec(), &mut observations);
+    let mut theirs = peers(&observations, "a")[0].clone();
+    theirs.name = "other.node-0".into();
+    theirs
+        .labels
+        .insert(MESH_LABEL.into(), "m-someone-else".into());
+    view_mut(&mut observations, "a").peers.push(theirs);
+    let plan = plan(&spec(), &identity(), &settings(), &observations);
+    assert!(plan.writes.is_empty(), "{:?}", plan.writes);
+}
+
+#[test]
+fn a_spec_error_plans_no_write_at_all() {
+    let mut observations = fresh(2);
+    converge(&spec(), &mut observations);
+    let mut bad = spec();
+    bad.clusters[1].pod_cidrs = vec!["10.2.0.1/16".into()];
+    view_mut(&mut observations, "b").nodes.clear();
+    let plan = plan(&bad, &identity(), &settings(), &observations);
+    assert!(plan.writes.is_empty());
+    let invalid = conditions(&plan.report)
+        .into_iter()
+        .find(|c| c.type_ == "InvalidSpec")
+        .unwrap();
+    assert!(
+        invalid.message.contains(
+            "spec.clusters[1].podCIDRs[0]: 10.2.0.1/16 has host bits set; write 10.2.0.0/16"
+        ),
+        "{}",
+        invalid.message
+    );
+}
+
+#[test]
+fn a_cluster_dropped_from_the_spec_loses_its_peers() {
+    let mut observations = fresh(1);
+    converge(&spec(), &mut observations);
+    let mut two = spec();
+    two.clusters.pop();
+    let plan = plan(&two, &identity(), &settings(), &observations);
+    assert_eq!(plan.writes["a"].delete, vec!["c.node-0".to_owned()]);
+    assert_eq!(plan.writes["b"].delete, vec!["c.node-0".to_owned()]);
+}
+
+#[test]
+fn a_location_granularity_cluster_is_refused_with_a_reason() {
+    let mut observations = fresh(2);
+    for node in &mut view_mut(&mut observations, "c").nodes {
+        node.annotations
+            .insert("kilo.squat.ai/granularity".into(), "location".into());
+    }
+    let plan = plan(&spec(), &identity(), &settings(), &observations);
+    assert!(plan.desired["a"].keys().all(|n| !n.starts_with("c.")));
+    let c = &status(&plan.report).clusters[2];
+    assert_eq!(c.skipped_nodes, 2);
+    assert_eq!(c.skipped[0].reason, "LocationGranularity");
+    assert!(c.skipped[0].message.contains("--mesh-granularity=full"));
+}
+
+#[test]
+fn overlapping_service_cidrs_are_not_advertised_and_the_rest_works() {
+    let mut spec = spec();
+    spec.clusters[1].service_cidr = Some("10.96.0.0/12".into());
+    spec.clusters[2].service_cidr = Some("10.96.0.0/12".into());
+    let mut observations = fresh(1);
+    let plan = converge(&spec, &mut observations);
+    for peer in peers(&observations, "a") {
+        assert!(
+            !peer.spec.allowed_ips.contains(&"10.96.0.0/12".to_owned()),
+            "{}",
+            peer.name
+        );
+    }
+    assert_eq!(peers(&observations, "a").len(), 2, "pods stay meshed");
+    let conflict = conditions(&plan.report)
+        .into_iter()
+        .find(|c| c.type_ == "CIDRConflict")
+        .unwrap();
+    assert!(
+        conflict
+            .message
+            .contains("b serviceCIDR 10.96.0.0/12 overlaps c serviceCIDR 10.96.0.0/12"),
+        "{}",
+        conflict.message
+    );
+}
+
+#[test]
+fn heartbeat_only_changes_plan_no_write() {
+    let mut observations = fresh(2);
+    converge(&spec(), &mut observations);
+    // The controller strips kilo.squat.ai/last-seen; an unrelated Kilo
+    // annotation that the plan ignores must not cause writes either.
+    view_mut(&mut observations, "b").nodes[0]
+        .annotations
+        .insert("kilo.squat.ai/location".into(), "rack-1".into());
+    assert!(
+        plan(&spec(), &identity(), &settings(), &observations)
+            .writes
+            .is_empty()
+    );
+}
+
+#[test]
+fn events_are_told_on_transitions_only() {
+    let mut observations = fresh(2);
+    view_mut(&mut observations, "b").nodes[1]
+        .annotations
+        .remove("kilo.squat.ai/key");
+    let first = converge(&spec(), &mut observations);
+    let mut before = status(&first.report);
+    let events = transitions(&api::ClusterMeshStatus::default(), &before);
+    assert_eq!(
+        events.iter().filter(|e| e.reason == "NodeSkipped").count(),
+        1,
+        "{events:?}"
+    );
+    before.conditions.clear();
+    let again = status(&plan(&spec(), &identity(), &settings(), &observations).report);
+    assert!(
+        transitions(&before, &again).is_empty(),
+        "a steady state tells nothing"
+    );
+    view_mut(&mut observations, "b").nodes[1]
+        .annotations
+        .insert("kilo.squat.ai/key".into(), key(2, 1));
+    let restored = status(&converge(&spec(), &mut observations).report);
+    let events = transitions(&again, &restored);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].reason, "NodeRestored");
+}
