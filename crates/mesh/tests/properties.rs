@@ -1,0 +1,217 @@
+//! Invariants of the plan over generated meshes: random node sets, broken
+//! nodes, overlapping service ranges and unreachable clusters.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use ipnet::IpNet;
+use mesh::{ANCHOR_LABEL, CLUSTER_LABEL, NODE_ANNOTATION, Observation, Unreachable, plan};
+use proptest::prelude::*;
+
+/// How a generated node is broken, if at all.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    None,
+    NoKey,
+    PodOutside,
+    WireGuardOutside,
+    NotReady,
+}
+
+fn fault() -> impl Strategy<Value = Fault> {
+    prop_oneof![
+        6 => Just(Fault::None),
+        1 => Just(Fault::NoKey),
+        1 => Just(Fault::PodOutside),
+        1 => Just(Fault::WireGuardOutside),
+        1 => Just(Fault::NotReady),
+    ]
+}
+
+/// Per cluster: which node indexes exist and how each is broken.
+fn nodes() -> impl Strategy<Value = BTreeMap<u8, Fault>> {
+    proptest::collection::btree_map(0u8..8, fault(), 0..6)
+}
+
+/// A service CIDR drawn from a small pool, so that overlaps happen.
+fn service() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        Just(None),
+        Just(Some("10.96.0.0/12".to_owned())),
+        Just(Some("10.96.0.0/16".to_owned())),
+        Just(Some("10.250.0.0/16".to_owned()))
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct World {
+    services: [Option<String>; 3],
+    nodes: [BTreeMap<u8, Fault>; 3],
+}
+
+fn world() -> impl Strategy<Value = World> {
+    (
+        (service(), service(), service()),
+        (nodes(), nodes(), nodes()),
+    )
+        .prop_map(|((s0, s1, s2), (n0, n1, n2))| World {
+            services: [s0, s1, s2],
+            nodes: [n0, n1, n2],
+        })
+}
+
+const NAMES: [&str; 3] = ["a", "b", "c"];
+
+fn build(world: &World) -> (api::ClusterMeshSpec, BTreeMap<String, Observation>) {
+    let mut spec = spec();
+    let mut observations = BTreeMap::new();
+    for (k, name) in NAMES.iter().enumerate() {
+        spec.clusters[k].service_cidr = world.services[k].clone();
+        let n = k as u8 + 1;
+        let nodes = world.nodes[k]
+            .iter()
+            .map(|(&i, fault)| {
+                let mut view = node(n, i);
+                match fault {
+                    Fault::None => {}
+                    Fault::NoKey => drop(view.annotations.remove("kilo.squat.ai/key")),
+                    Fault::PodOutside => view.pod_cidrs.push("0.0.0.0/0".into()),
+                    Fault::WireGuardOutside => drop(
+                        view.annotations
+                            .insert("kilo.squat.ai/wireguard-ip".into(), "10.4.0.1/16".into()),
+                    ),
+                    Fault::NotReady => view.ready = false,
+                }
+                view
+            })
+            .collect();
+        observations.insert(
+            name.to_string(),
+            Observation::Observed(mesh::ClusterView {
+                nodes,
+                peers: vec![],
+            }),
+        );
+    }
+    (spec, observations)
+}
+
+fn declared(spec: &api::ClusterMeshSpec, cluster: &str) -> Vec<IpNet> {
+    let entry = spec.clusters.iter().find(|c| c.name == cluster).unwrap();
+    entry
+        .pod_cidrs
+        .iter()
+        .chain(std::iter::once(&entry.wireguard_cidr))
+        .chain(entry.service_cidr.iter())
+        .chain(entry.additional_cidrs.iter())
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_same_inputs_give_the_same_plan(world in world()) {
+        let (spec, observations) = build(&world);
+        let first = plan(&spec, &identity(), &settings(), &observations);
+        let second = plan(&spec, &identity(), &settings(), &observations);
+        prop_assert_eq!(format!("{first:?}"), format!("{second:?}"));
+    }
+
+    #[test]
+    fn a_converged_mesh_plans_no_write(world in world()) {
+        let (spec, mut observations) = build(&world);
+        converge(&spec, &mut observations);
+        let again = plan(&spec, &identity(), &settings(), &observations);
+        prop_assert!(again.writes.is_empty(), "{:?}", again.writes);
+    }
+
+    #[test]
+    fn every_route_lies_inside_its_source_clusters_declared_ranges(world in world()) {
+        let (spec, observations) = build(&world);
+        let plan = plan(&spec, &identity(), &settings(), &observations);
+        for peers in plan.desired.values() {
+            for peer in peers.values() {
+                let source = &peer.labels[CLUSTER_LABEL];
+                let ranges = declared(&spec, source);
+                for ip in &peer.spec.allowed_ips {
+                    let ip: IpNet = ip.parse().unwrap();
+                    prop_assert!(ranges.iter().any(|r| r.contains(&ip)), "{} routes {} outside {}", peer.name, ip, source);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_range_is_routed_to_two_clusters(world in world()) {
+        let (spec, observations) = build(&world);
+        let plan = plan(&spec, &identity(), &settings(), &observations);
+        for peers in plan.desired.values() {
+            let routes: Vec<(String, IpNet)> = peers
+                .values()
+                .flat_map(|p| p.spec.allowed_ips.iter().map(move |ip| (p.labels[CLUSTER_LABEL].clone(), ip.parse().unwrap())))
+                .collect();
+            for (i, (a_cluster, a)) in routes.iter().enumerate() {
+                for (b_cluster, b) in &routes[i + 1..] {
+                    let overlap = a.contains(b) || b.contains(a);
+                    prop_assert!(a_cluster == b_cluster || !overlap, "{a} of {a_cluster} overlaps {b} of {b_cluster}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_desired_peer_passes_kilos_checks(world in world()) {
+        let (spec, observations) = build(&world);
+        let plan = plan(&spec, &identity(), &settings(), &observations);
+        for peer in plan.desired.values().flat_map(|p| p.values()) {
+            prop_assert_eq!(peer.spec.validate(), Ok(()), "{}", peer.name);
+            prop_assert!(api::is_dns1123_subdomain(&peer.name));
+        }
+    }
+
+    #[test]
+    fn each_cluster_has_at_most_one_anchor_and_it_stays_under_churn(world in world(), added in 8u8..12, removed in 0u8..8) {
+        let (spec, mut observations) = build(&world);
+        converge(&spec, &mut observations);
+        let anchors = |observations: &BTreeMap<String, Observation>| -> BTreeMap<String, String> {
+            let mut found = BTreeMap::new();
+            for target in NAMES {
+                for peer in peers(observations, target).into_iter().filter(|p| p.labels.contains_key(ANCHOR_LABEL)) {
+                    let previous = found.insert(peer.labels[CLUSTER_LABEL].clone(), peer.annotations[NODE_ANNOTATION].clone());
+                    assert!(previous.is_none_or(|p| p == peer.annotations[NODE_ANNOTATION]), "two anchors for one cluster");
+                }
+            }
+            found
+        };
+        let before = anchors(&observations);
+        // Churn on b: a node joins, and a node that is not the anchor leaves.
+        let b_anchor = before.get("b").cloned();
+        let view = view_mut(&mut observations, "b");
+        view.nodes.push(node(2, added));
+        view.nodes.retain(|n| n.name != format!("node-{removed}") || Some(&n.name) == b_anchor.as_ref());
+        converge(&spec, &mut observations);
+        let after = anchors(&observations);
+        if let Some(anchor) = before.get("b") {
+            prop_assert_eq!(Some(anchor), after.get("b"));
+        }
+    }
+
+    #[test]
+    fn an_unreachable_cluster_is_never_written_and_never_loses_peers(world in world(), down in 0usize..3) {
+        let (spec, mut observations) = build(&world);
+        converge(&spec, &mut observations);
+        let name = NAMES[down];
+        observations.insert(name.into(), Observation::Unreachable { cause: Unreachable::Connection("down".into()), last_known: None });
+        let plan = plan(&spec, &identity(), &settings(), &observations);
+        prop_assert!(!plan.writes.contains_key(name));
+        let prefix = format!("{name}.");
+        for writes in plan.writes.values() {
+            prop_assert!(writes.delete.iter().all(|n| !n.starts_with(&prefix)));
+            prop_assert!(writes.apply.iter().all(|p| !p.name.starts_with(&prefix)));
+        }
+    }
+}
