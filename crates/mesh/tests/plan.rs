@@ -1,5 +1,7 @@
 //! The plan's behaviour, case by case.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! Invariants of the plan over generated meshes: random node sets, broken
 //! nodes, overlapping service ranges and unreachable clusters.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeMap;

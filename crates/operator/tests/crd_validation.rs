@@ -2,6 +2,8 @@
 //! rules reject bad specs at `kubectl apply` time. `make test-compat` runs
 //! this file against kube-apiserver 1.28, the oldest supported version.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, SecretKeyRef};
 use kube::{Api, api::PostParams};
 use testkit::ControlPlane;

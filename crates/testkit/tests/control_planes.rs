@@ -1,5 +1,7 @@
 //! The test kit itself, against real etcd + kube-apiserver processes.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::time::Instant;
 
 use api::{ClusterMesh, Peer};

@@ -1,5 +1,5 @@
 //! Fixtures shared by the plan tests and the property tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses part of it; a panic is the failure report
 
 use std::collections::BTreeMap;
 
