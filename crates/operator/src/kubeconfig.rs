@@ -91,6 +91,21 @@ pub fn bearer_token(yaml: &str) -> Option<String> {
         .map(|t| t.expose_secret().to_owned())
 }
 
+/// When the bearer token of a kubeconfig expires, from its JWT `exp` claim.
+/// `None` for a token that is not a JWT or has no expiry.
+pub fn token_expiry(yaml: &str) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let token = bearer_token(yaml)?;
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?)
+            .ok()?;
+    let exp = claims.get("exp")?.as_i64()?;
+    k8s_openapi::jiff::Timestamp::from_second(exp)
+        .ok()
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
+}
+
 fn check(kubeconfig: &Kubeconfig, policy: KubeconfigPolicy) -> Result<(), KubeconfigError> {
     let (cluster, user) = selected(kubeconfig)?;
     let (cluster_name, cluster) = cluster;
@@ -254,6 +269,20 @@ mod tests {
                 "the opt-in flag should allow:\n{yaml}"
             );
         }
+    }
+
+    #[test]
+    fn token_expiry_is_read_from_the_jwt() {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let payload =
+            URL_SAFE_NO_PAD.encode(r#"{"exp":1800000000,"sub":"system:serviceaccount:x:y"}"#);
+        let yaml = kubeconfig(
+            CA,
+            &format!("    token: eyJhbGciOiJSUzI1NiJ9.{payload}.c2ln\n"),
+        );
+        let expiry = token_expiry(&yaml).unwrap();
+        assert_eq!(expiry.0.as_second(), 1_800_000_000);
+        assert!(token_expiry(&kubeconfig(CA, TOKEN)).is_none(), "not a JWT");
     }
 
     #[test]

@@ -1,8 +1,14 @@
-//! The operator: everything that talks to Kubernetes. The logic it applies
-//! lives in the pure `mesh` crate.
+//! The operator: everything that talks to Kubernetes. What it does to the
+//! mesh is decided by the pure `mesh` crate; this crate observes the
+//! clusters, applies the plan and reports.
 
+pub mod apply;
 pub mod clusters;
+pub mod controller;
 pub mod crd;
 pub mod kubeconfig;
 pub mod leader;
 pub mod metrics;
+pub mod observe;
+pub mod report;
+pub mod run;

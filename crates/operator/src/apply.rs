@@ -1,0 +1,122 @@
+//! Apply: send the Peer writes a plan asks for, and nothing else.
+
+use api::Peer;
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions},
+};
+
+/// The one field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "kilo-clustermesh-operator";
+
+/// A Peer to delete, as it was observed: the delete only goes through if the
+/// Peer is still that object, so a Peer re-created or adopted meanwhile is
+/// never deleted by mistake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerDeletion {
+    pub name: String,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+/// A failed write to one cluster.
+#[derive(Debug, thiserror::Error)]
+#[error("writing Peer {peer} on cluster {cluster}: {source}")]
+pub struct WriteError {
+    pub cluster: String,
+    pub peer: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+/// Applies `apply` (server-side apply, forced: the operator owns every field
+/// it sets, so a hand edit is put back) and deletes `delete`, at most
+/// `concurrency` requests at a time. Returns how many writes were sent.
+pub async fn write_peers(
+    client: &Client,
+    cluster: &str,
+    apply: Vec<Peer>,
+    delete: Vec<PeerDeletion>,
+    concurrency: usize,
+) -> Result<usize, WriteError> {
+    let api = Api::<Peer>::all(client.clone());
+    let count = apply.len() + delete.len();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let fail = |peer: String| {
+        move |source| WriteError {
+            cluster: cluster.to_owned(),
+            peer,
+            source,
+        }
+    };
+    let applies = stream::iter(apply).map(|peer| {
+        let (api, params) = (&api, &params);
+        async move {
+            let name = peer.name_any();
+            api.patch(&name, params, &Patch::Apply(&peer))
+                .await
+                .map(drop)
+                .map_err(fail(name))
+        }
+    });
+    applies
+        .buffer_unordered(concurrency)
+        .try_collect::<()>()
+        .await?;
+    let deletes = stream::iter(delete).map(|deletion| {
+        let api = &api;
+        async move {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: deletion.uid,
+                    resource_version: deletion.resource_version,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&deletion.name, &params).await {
+                Ok(_) => Ok(()),
+                // Gone already, or changed since it was observed: the next
+                // pass sees the new state.
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+                Err(source) => Err(fail(deletion.name)(source)),
+            }
+        }
+    });
+    deletes
+        .buffer_unordered(concurrency)
+        .try_collect::<()>()
+        .await?;
+    Ok(count)
+}
+
+/// Deletes every Peer on the cluster that carries `selector` (this mesh's
+/// label). Returns how many were deleted.
+pub async fn delete_labelled_peers(
+    client: &Client,
+    cluster: &str,
+    selector: &str,
+) -> Result<usize, WriteError> {
+    let api = Api::<Peer>::all(client.clone());
+    let fail = |source| WriteError {
+        cluster: cluster.to_owned(),
+        peer: format!("(all with {selector})"),
+        source,
+    };
+    let peers = api
+        .list_metadata(&ListParams::default().labels(selector))
+        .await
+        .map_err(fail)?;
+    let deletions = peers
+        .items
+        .into_iter()
+        .map(|peer| PeerDeletion {
+            name: peer.name_any(),
+            uid: peer.metadata.uid,
+            resource_version: None,
+        })
+        .collect::<Vec<_>>();
+    let count = deletions.len();
+    write_peers(client, cluster, Vec::new(), deletions, 8).await?;
+    Ok(count)
+}

@@ -1,0 +1,544 @@
+//! The controller: one reconcile per ClusterMesh, triggered by the mesh, its
+//! Secrets, and the Nodes and Peers of every cluster it spans.
+//!
+//! A pass observes (cluster registry), plans (`mesh::plan`, pure), applies
+//! the differences, and reports (status, Events, metrics).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use api::{CLEANUP_FINALIZER, ClusterEntry, ClusterMesh, ClusterMeshStatus};
+use futures::{StreamExt, future::join_all};
+use k8s_openapi::{
+    api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        finalizer::{self, finalizer},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::{
+    apply::{self, FIELD_MANAGER, PeerDeletion, WriteError},
+    clusters::{ClusterRegistry, ClusterSource, WatchedCluster},
+    kubeconfig::{self, KubeconfigError, KubeconfigPolicy},
+    metrics::{ClusterLabels, ErrorLabels, MeshLabels, Metrics, Readiness, WriteLabels},
+    observe::{self, Resolved},
+    report,
+};
+
+/// How the controller behaves; set from the `run` flags.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub namespace: Option<String>,
+    pub default_persistent_keepalive: i32,
+    pub advertise_internal_ips: bool,
+    pub kubeconfig_policy: KubeconfigPolicy,
+    pub write_concurrency: usize,
+    pub cleanup_timeout: Duration,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    registry: ClusterRegistry,
+    secrets: Store<Secret>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+}
+
+/// Why a pass failed. Each variant is countable by `metric_label`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ClusterMesh {0} has no namespace")]
+    NoNamespace(String),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("writing the status of ClusterMesh {mesh}: {source}")]
+    Status { mesh: String, source: kube::Error },
+    #[error("removing the Peers of ClusterMesh {mesh} from {clusters}: will retry")]
+    Cleanup { mesh: String, clusters: String },
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::NoNamespace(_) => "NoNamespace",
+            Self::Write(_) => "PeerWrite",
+            Self::Status { .. } => "StatusWrite",
+            Self::Cleanup { .. } => "Cleanup",
+            Self::Finalizer(inner) => match inner.as_ref() {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.metric_label()
+                }
+                _ => "Finalizer",
+            },
+        }
+    }
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+) -> anyhow::Result<()> {
+    let (meshes, secrets_api) = match &settings.namespace {
+        Some(ns) => (
+            Api::<ClusterMesh>::namespaced(client.clone(), ns),
+            Api::<Secret>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::<ClusterMesh>::all(client.clone()),
+            Api::<Secret>::all(client.clone()),
+        ),
+    };
+    let (trigger, triggers) = mpsc::unbounded_channel();
+    let controller = Controller::new(meshes, watcher::Config::default().any_semantic());
+    let mesh_store = controller.store();
+
+    let (secrets, secret_writer) = reflector::store();
+    let secret_events = watcher::watcher(secrets_api, watcher::Config::default())
+        .default_backoff()
+        .modify(|secret: &mut Secret| secret.managed_fields_mut().clear())
+        .reflect(secret_writer);
+    tokio::spawn(trigger_on_secrets(
+        secret_events,
+        mesh_store,
+        trigger.clone(),
+    ));
+    let ready = secrets.clone();
+    tokio::spawn(async move {
+        if ready.wait_until_ready().await.is_ok() {
+            readiness.set_ready();
+        }
+    });
+
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
+        client,
+        registry: ClusterRegistry::new(trigger),
+        secrets,
+        metrics,
+        settings,
+    });
+    controller
+        .reconcile_on(UnboundedReceiverStream::new(triggers))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile failed");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// Reconciles the meshes that reference a Secret whenever it changes.
+async fn trigger_on_secrets(
+    events: impl futures::Stream<Item = Result<watcher::Event<Secret>, watcher::Error>>,
+    meshes: Store<ClusterMesh>,
+    trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>,
+) {
+    futures::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        let secret = match event {
+            Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) => secret,
+            Ok(_) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "watching Secrets failed");
+                continue;
+            }
+        };
+        let (namespace, name) = (secret.namespace(), secret.name_any());
+        for mesh in meshes.state() {
+            let references = mesh.namespace() == namespace
+                && mesh.spec.clusters.iter().any(|c| {
+                    c.kubeconfig_secret_ref
+                        .as_ref()
+                        .is_some_and(|r| r.name == name)
+                });
+            if references {
+                let _ = trigger.send(ObjectRef::from_obj(mesh.as_ref()));
+            }
+        }
+    }
+}
+
+async fn reconcile(mesh: Arc<ClusterMesh>, context: Arc<Context>) -> Result<Action, Error> {
+    let namespace = mesh
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(mesh.name_any()))?;
+    let api = Api::<ClusterMesh>::namespaced(context.client.clone(), &namespace);
+    finalizer(&api, CLEANUP_FINALIZER, mesh, |event| async {
+        match event {
+            finalizer::Event::Apply(mesh) => context.sync(&mesh).await,
+            finalizer::Event::Cleanup(mesh) => context.cleanup(&mesh).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)))
+}
+
+fn error_policy(mesh: Arc<ClusterMesh>, error: &Error, context: Arc<Context>) -> Action {
+    tracing::warn!(mesh = %ObjectRef::from_obj(mesh.as_ref()), %error, "reconcile failed");
+    context
+        .metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            error: error.metric_label(),
+        })
+        .inc();
+    Action::requeue(Duration::from_secs(15))
+}
+
+impl Context {
+    /// One pass over a live mesh.
+    async fn sync(&self, mesh: &ClusterMesh) -> Result<Action, Error> {
+        let started = Instant::now();
+        let mesh_ref = ObjectRef::from_obj(mesh);
+        let namespace = mesh.namespace().unwrap_or_default();
+        let labels = MeshLabels {
+            mesh: mesh_ref.to_string(),
+        };
+        self.metrics.reconciles.get_or_create(&labels).inc();
+
+        let mut resolved = BTreeMap::new();
+        for entry in &mesh.spec.clusters {
+            resolved.insert(entry.name.clone(), self.resolve(entry, &namespace).await);
+        }
+        let sources: BTreeSet<ClusterSource> = resolved
+            .values()
+            .filter_map(|r| match r {
+                Resolved::Watched { cluster, .. } => Some(cluster.source.clone()),
+                Resolved::Unusable(_) => None,
+            })
+            .collect();
+        self.registry.set_used(mesh_ref.clone(), sources);
+
+        let observations = resolved
+            .iter()
+            .map(|(name, r)| (name.clone(), observe::observation(r)))
+            .collect();
+        let identity = observe::identity(mesh);
+        let plan = mesh::plan(&mesh.spec, &identity, &self.plan_settings(), &observations);
+
+        let writes =
+            plan.writes
+                .iter()
+                .filter_map(|(cluster, writes)| match resolved.get(cluster) {
+                    Some(Resolved::Watched {
+                        cluster: watched, ..
+                    }) => Some(self.write(cluster, watched, writes)),
+                    _ => None,
+                });
+        let results = join_all(writes).await;
+        let mut written = BTreeMap::new();
+        let mut first_error = None;
+        for (cluster, result) in results {
+            match result {
+                Ok(count) => {
+                    written.insert(cluster, count);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Peer write failed");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+
+        let previous = mesh.status.clone().unwrap_or_default();
+        let health = resolved
+            .iter()
+            .map(|(name, r)| (name.clone(), observe::health(r)))
+            .collect::<BTreeMap<_, _>>();
+        // The API keeps whole seconds; so does the status, or it would never compare equal.
+        let now = Time(
+            Timestamp::from_second(Timestamp::now().as_second())
+                .unwrap_or_else(|_| Timestamp::now()),
+        );
+        let status = report::status(mesh, &plan, &health, &written, &previous, &now);
+        self.report(mesh, &previous, &status, &labels).await?;
+        self.metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(error) = first_error {
+            return Err(error.into());
+        }
+        let all_reachable = status.clusters.iter().all(|c| c.reachable);
+        Ok(Action::requeue(Duration::from_secs(if all_reachable {
+            600
+        } else {
+            60
+        })))
+    }
+
+    fn plan_settings(&self) -> mesh::Settings {
+        mesh::Settings {
+            default_persistent_keepalive: Some(self.settings.default_persistent_keepalive)
+                .filter(|k| *k > 0),
+            advertise_internal_ips: self.settings.advertise_internal_ips,
+        }
+    }
+
+    /// The watched cluster behind an entry, started if new.
+    async fn resolve(&self, entry: &ClusterEntry, namespace: &str) -> Resolved {
+        if entry.local {
+            let cluster = self
+                .registry
+                .cluster(&ClusterSource::Local, || self.client.clone());
+            return Resolved::Watched {
+                cluster,
+                credentials_expire: None,
+            };
+        }
+        let Some(reference) = &entry.kubeconfig_secret_ref else {
+            return Resolved::Unusable(
+                "spec.clusters[].kubeconfigSecretRef is required for a remote cluster".into(),
+            );
+        };
+        let secret = self
+            .secrets
+            .get(&ObjectRef::new(&reference.name).within(namespace));
+        let Some(secret) = secret else {
+            return Resolved::Unusable(format!(
+                "Secret {namespace}/{} not found; create it with `kilo-clustermesh-operator connect`",
+                reference.name
+            ));
+        };
+        let Some(yaml) = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(&reference.key))
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+        else {
+            return Resolved::Unusable(format!(
+                "Secret {namespace}/{} has no key {:?} holding a kubeconfig",
+                reference.name, reference.key
+            ));
+        };
+        let source = ClusterSource::Secret {
+            namespace: namespace.to_owned(),
+            name: reference.name.clone(),
+            key: reference.key.clone(),
+            resource_version: secret.resource_version().unwrap_or_default(),
+        };
+        let credentials_expire = kubeconfig::token_expiry(&yaml);
+        if let Some(cluster) = self.registry.get(&source) {
+            return Resolved::Watched {
+                cluster,
+                credentials_expire,
+            };
+        }
+        let describe = |error: KubeconfigError| {
+            format!(
+                "kubeconfig in Secret {namespace}/{} key {:?}: {error}",
+                reference.name, reference.key
+            )
+        };
+        let config = match kubeconfig::client_config(&yaml, self.settings.kubeconfig_policy).await {
+            Ok(config) => config,
+            Err(error) => return Resolved::Unusable(describe(error)),
+        };
+        match Client::try_from(config) {
+            Ok(client) => Resolved::Watched {
+                cluster: self.registry.cluster(&source, || client),
+                credentials_expire,
+            },
+            Err(error) => Resolved::Unusable(describe(KubeconfigError::Client(error.to_string()))),
+        }
+    }
+
+    /// Sends one cluster's writes; returns the cluster's name and how many
+    /// writes were sent.
+    async fn write(
+        &self,
+        cluster: &str,
+        watched: &WatchedCluster,
+        writes: &mesh::ClusterWrites,
+    ) -> (String, Result<usize, WriteError>) {
+        let apply = writes
+            .apply
+            .iter()
+            .map(observe::to_peer)
+            .collect::<Vec<_>>();
+        let delete = writes
+            .delete
+            .iter()
+            .map(|name| {
+                let observed = watched.peers.get(&ObjectRef::new(name.as_str()));
+                PeerDeletion {
+                    name: name.to_string(),
+                    uid: observed.as_ref().and_then(|p| p.uid()),
+                    resource_version: observed.as_ref().and_then(|p| p.resource_version()),
+                }
+            })
+            .collect::<Vec<_>>();
+        for (op, n) in [("apply", apply.len()), ("delete", delete.len())] {
+            let labels = WriteLabels {
+                cluster: cluster.to_owned(),
+                op,
+            };
+            self.metrics
+                .peer_writes
+                .get_or_create(&labels)
+                .inc_by(n as u64);
+        }
+        let result = apply::write_peers(
+            &watched.client,
+            cluster,
+            apply,
+            delete,
+            self.settings.write_concurrency,
+        )
+        .await;
+        (cluster.to_owned(), result)
+    }
+
+    /// Writes the status when it changed, publishes the Events of what
+    /// changed, and updates the metrics.
+    async fn report(
+        &self,
+        mesh: &ClusterMesh,
+        previous: &ClusterMeshStatus,
+        status: &ClusterMeshStatus,
+        labels: &MeshLabels,
+    ) -> Result<(), Error> {
+        for cluster in &status.clusters {
+            let labels = ClusterLabels {
+                mesh: labels.mesh.clone(),
+                cluster: cluster.name.clone(),
+            };
+            self.metrics
+                .cluster_reachable
+                .get_or_create(&labels)
+                .set(i64::from(cluster.reachable));
+            self.metrics
+                .cluster_peers
+                .get_or_create(&labels)
+                .set(i64::from(cluster.registered_peers));
+            self.metrics
+                .cluster_skipped_nodes
+                .get_or_create(&labels)
+                .set(i64::from(cluster.skipped_nodes));
+        }
+        if status == previous {
+            return Ok(());
+        }
+        let name = mesh.name_any();
+        let api = Api::<ClusterMesh>::namespaced(
+            self.client.clone(),
+            &mesh.namespace().unwrap_or_default(),
+        );
+        let patch = serde_json::json!({
+            "apiVersion": ClusterMesh::api_version(&()),
+            "kind": ClusterMesh::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::Status {
+            mesh: labels.mesh.clone(),
+            source,
+        })?;
+        let reference = mesh.object_ref(&());
+        for event in mesh::transitions(previous, status) {
+            let event = KubeEvent {
+                type_: if event.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: event.reason,
+                note: Some(event.message),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(error) = self.recorder.publish(&event, &reference).await {
+                tracing::warn!(%error, "publishing an Event failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes this mesh's Peers from every cluster that can be reached. A
+    /// cluster whose credentials are gone is given up at once, an unreachable
+    /// one after `cleanup_timeout`; both with a Warning Event saying which
+    /// Peers to delete by hand.
+    async fn cleanup(&self, mesh: &ClusterMesh) -> Result<Action, Error> {
+        let mesh_ref = ObjectRef::from_obj(mesh);
+        let namespace = mesh.namespace().unwrap_or_default();
+        let selector = observe::identity(mesh).selector();
+        let deleting_for = mesh
+            .meta()
+            .deletion_timestamp
+            .as_ref()
+            .map(|t| Timestamp::now().duration_since(t.0).unsigned_abs())
+            .unwrap_or_default();
+        let mut failed = Vec::new();
+        let mut given_up = Vec::new();
+        for entry in &mesh.spec.clusters {
+            let client = match self.resolve(entry, &namespace).await {
+                Resolved::Watched { cluster, .. } => cluster.client.clone(),
+                Resolved::Unusable(why) => {
+                    given_up.push(format!("{} ({why})", entry.name));
+                    continue;
+                }
+            };
+            match apply::delete_labelled_peers(&client, &entry.name, &selector).await {
+                Ok(_) => {}
+                Err(error) if deleting_for >= self.settings.cleanup_timeout => {
+                    given_up.push(format!("{} ({error})", entry.name));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cleanup failed; will retry");
+                    failed.push(entry.name.clone());
+                }
+            }
+        }
+        if !failed.is_empty() {
+            return Err(Error::Cleanup {
+                mesh: mesh_ref.to_string(),
+                clusters: failed.join(", "),
+            });
+        }
+        for cluster in given_up {
+            let event = KubeEvent {
+                type_: EventType::Warning,
+                reason: "CleanupGivenUp".into(),
+                note: Some(format!(
+                    "Peers of this mesh on cluster {cluster} could not be removed; delete them there with \
+                     `kubectl delete peers -l {selector}`"
+                )),
+                action: "Cleanup".into(),
+                secondary: None,
+            };
+            if let Err(error) = self.recorder.publish(&event, &mesh.object_ref(&())).await {
+                tracing::warn!(%error, "publishing an Event failed");
+            }
+        }
+        self.registry.set_used(mesh_ref, BTreeSet::new());
+        Ok(Action::await_change())
+    }
+}

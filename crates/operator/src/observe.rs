@@ -1,0 +1,133 @@
+//! Observe, the part a pass does: turns the watched clusters' caches into
+//! the plain inputs of `mesh::plan`, and a planned Peer into the object
+//! written.
+
+use std::sync::Arc;
+
+use api::{ClusterMesh, Peer};
+use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::apis::meta::v1::Time};
+use kube::{ResourceExt, api::ObjectMeta};
+use mesh::{
+    ClusterView, DesiredPeer, MeshIdentity, NodeView, Observation, ObservedPeer, Unreachable,
+};
+
+use crate::clusters::WatchedCluster;
+
+/// A cluster of a mesh as this pass sees it.
+pub enum Resolved {
+    /// Watched, with the expiry of its credentials when known.
+    Watched {
+        cluster: Arc<WatchedCluster>,
+        credentials_expire: Option<Time>,
+    },
+    /// Its credentials cannot be used; the message says why and what to fix.
+    Unusable(String),
+}
+
+/// The identity of a mesh: hub cluster, namespace, name.
+pub fn identity(mesh: &ClusterMesh) -> MeshIdentity {
+    MeshIdentity {
+        hub_cluster: mesh
+            .spec
+            .local_cluster()
+            .map(|c| c.name.clone())
+            .unwrap_or_default(),
+        namespace: mesh.namespace().unwrap_or_default(),
+        name: mesh.name_any(),
+    }
+}
+
+/// What the plan gets of one cluster.
+pub fn observation(resolved: &Resolved) -> Observation {
+    let cluster = match resolved {
+        Resolved::Watched { cluster, .. } => cluster,
+        Resolved::Unusable(why) => {
+            return Observation::Unreachable {
+                cause: Unreachable::Credentials(why.clone()),
+                last_known: None,
+            };
+        }
+    };
+    let health = cluster.health();
+    let view = || ClusterView {
+        nodes: cluster.nodes.state().iter().map(|n| node_view(n)).collect(),
+        peers: cluster
+            .peers
+            .state()
+            .iter()
+            .map(|p| observed_peer(p))
+            .collect(),
+    };
+    match (health.synced, health.reachable) {
+        (true, true) => Observation::Observed(view()),
+        (synced, false) => Observation::Unreachable {
+            cause: Unreachable::Connection(health.error.unwrap_or_default()),
+            last_known: synced.then(view),
+        },
+        (false, true) => Observation::Unreachable {
+            cause: Unreachable::Syncing,
+            last_known: None,
+        },
+    }
+}
+
+/// When a cluster became unreachable, and when its credentials expire.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterHealth {
+    pub unreachable_since: Option<Time>,
+    pub credentials_expire: Option<Time>,
+}
+
+pub fn health(resolved: &Resolved) -> ClusterHealth {
+    match resolved {
+        Resolved::Watched {
+            cluster,
+            credentials_expire,
+        } => ClusterHealth {
+            unreachable_since: cluster.health().unreachable_since,
+            credentials_expire: credentials_expire.clone(),
+        },
+        Resolved::Unusable(_) => ClusterHealth::default(),
+    }
+}
+
+fn node_view(node: &Node) -> NodeView {
+    let spec = node.spec.as_ref();
+    let pod_cidrs = spec
+        .and_then(|s| s.pod_cidrs.clone())
+        .filter(|cidrs| !cidrs.is_empty())
+        .or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|cidr| vec![cidr]))
+        .unwrap_or_default();
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    NodeView {
+        name: node.name_any(),
+        pod_cidrs,
+        annotations: node.annotations().clone(),
+        ready,
+    }
+}
+
+fn observed_peer(peer: &Peer) -> ObservedPeer {
+    ObservedPeer {
+        name: peer.name_any(),
+        labels: peer.labels().clone(),
+        annotations: peer.annotations().clone(),
+        spec: peer.spec.clone(),
+    }
+}
+
+/// The Peer object for a planned Peer.
+pub fn to_peer(desired: &DesiredPeer) -> Peer {
+    let mut peer = Peer::new(&desired.name, desired.spec.clone());
+    peer.metadata = ObjectMeta {
+        name: Some(desired.name.clone()),
+        labels: Some(desired.labels.clone()),
+        annotations: Some(desired.annotations.clone()),
+        ..ObjectMeta::default()
+    };
+    peer
+}

@@ -1,0 +1,138 @@
+//! The `run` command: flags, logging, leader election, and the controller.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::{
+    controller::{self, Settings},
+    kubeconfig::KubeconfigPolicy,
+    metrics::{self, Metrics, Readiness},
+};
+
+/// Flags of `kilo-clustermesh-operator run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Watch ClusterMesh resources (and their Secrets) in this namespace only.
+    /// All namespaces when unset.
+    #[arg(long, env = "KCM_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "KCM_METRICS_ADDRESS")]
+    pub metrics_address: SocketAddr,
+
+    /// Elect a leader through a Lease so that only one replica writes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "KCM_LEADER_ELECTION")]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease; the pod's own namespace in a
+    /// cluster (POD_NAMESPACE), else `default`.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "kilo-clustermesh-operator")]
+    pub leader_election_lease: String,
+
+    /// persistentKeepalive (seconds) of Peers whose node has no
+    /// `kilo.squat.ai/persistent-keepalive` annotation; 0 disables it.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(i32).range(0..=65535))]
+    pub default_persistent_keepalive: i32,
+
+    /// Also route each node's internal IP (kilo.squat.ai/internal-ip) through
+    /// its Peer, when it lies inside the cluster's additionalCIDRs.
+    #[arg(long)]
+    pub advertise_internal_ips: bool,
+
+    /// Accept kubeconfigs that run exec or auth-provider credential plugins.
+    #[arg(long)]
+    pub allow_kubeconfig_exec: bool,
+
+    /// Accept kubeconfigs that point to files in the operator's pod.
+    #[arg(long)]
+    pub allow_kubeconfig_files: bool,
+
+    /// Accept kubeconfigs with insecure-skip-tls-verify.
+    #[arg(long)]
+    pub allow_insecure_kubeconfig: bool,
+
+    /// Peer writes in flight at once per cluster.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub write_concurrency: u16,
+
+    /// How long the deletion of a ClusterMesh may wait for an unreachable
+    /// cluster before its Peers there are given up (with a Warning Event).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub cleanup_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KCM_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written to stderr.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the local cluster (in-cluster config or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Readiness::default();
+
+    let listener = tokio::net::TcpListener::bind(args.metrics_address)
+        .await
+        .with_context(|| format!("binding the metrics address {}", args.metrics_address))?;
+    let router = metrics::router(metrics.clone(), readiness.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "metrics server stopped");
+        }
+    });
+
+    let settings = Settings {
+        namespace: args.namespace.clone(),
+        default_persistent_keepalive: args.default_persistent_keepalive,
+        advertise_internal_ips: args.advertise_internal_ips,
+        kubeconfig_policy: KubeconfigPolicy {
+            allow_exec: args.allow_kubeconfig_exec,
+            allow_files: args.allow_kubeconfig_files,
+            allow_insecure_tls: args.allow_insecure_kubeconfig,
+        },
+        write_concurrency: usize::from(args.write_concurrency),
+        cleanup_timeout: args.cleanup_timeout,
+    };
+    let run_controller = controller::run(client.clone(), settings, metrics, readiness);
+    if !args.leader_election {
+        return run_controller.await;
+    }
+    let namespace = args
+        .leader_election_namespace
+        .as_deref()
+        .unwrap_or("default");
+    crate::leader::while_leader(
+        client,
+        namespace,
+        &args.leader_election_lease,
+        run_controller,
+    )
+    .await
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry.with(fmt::layer()).init(),
+        LogFormat::Json => registry.with(fmt::layer().json()).init(),
+    }
+}
