@@ -1,0 +1,303 @@
+//! A test mesh on real control planes: remote access through a least-privilege
+//! ServiceAccount, Kilo-annotated nodes, and the controller running in-process.
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses part of it; a panic is the failure report
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, Peer, SecretKeyRef};
+use k8s_openapi::{
+    ByteString,
+    api::{
+        core::v1::{Namespace, Node, NodeCondition, NodeSpec, NodeStatus, Secret},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
+    },
+};
+use kilo_clustermesh_operator::{
+    controller::{self, Settings},
+    kubeconfig::KubeconfigPolicy,
+    metrics::{Metrics, Readiness},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+use testkit::ControlPlane;
+
+pub const NAMESPACE: &str = "kilo-system";
+
+/// The role a remote cluster grants the operator (see the spec).
+pub fn remote_role() -> ClusterRole {
+    let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(vec![resource.into()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    };
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some("kilo-clustermesh-remote".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![
+            rule("", "nodes", &["get", "list", "watch"]),
+            rule(
+                "kilo.squat.ai",
+                "peers",
+                &[
+                    "get", "list", "watch", "create", "update", "patch", "delete",
+                ],
+            ),
+        ]),
+        ..Default::default()
+    }
+}
+
+/// Grants the remote role to a ServiceAccount on `remote` and stores a
+/// kubeconfig holding only its token as Secret `<name>-kubeconfig` on the hub.
+pub async fn connect(hub: &ControlPlane, remote: &ControlPlane, name: &str) {
+    let admin = remote.admin_client();
+    let pp = PostParams::default();
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&pp, &remote_role())
+        .await
+        .unwrap();
+    ensure_namespace(remote).await;
+    ensure_namespace(hub).await;
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some("kilo-clustermesh-remote".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: "kilo-clustermesh-remote".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "kilo-clustermesh".into(),
+            namespace: Some(NAMESPACE.into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(admin)
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+    let kubeconfig = remote
+        .service_account_kubeconfig(
+            NAMESPACE,
+            "kilo-clustermesh",
+            Some(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    put_secret(hub, &format!("{name}-kubeconfig"), &kubeconfig).await;
+}
+
+/// Creates or replaces a kubeconfig Secret on the hub.
+pub async fn put_secret(hub: &ControlPlane, name: &str, kubeconfig: &str) {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "kubeconfig".into(),
+            ByteString(kubeconfig.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    let secrets = Api::<Secret>::namespaced(hub.admin_client(), NAMESPACE);
+    secrets
+        .patch(
+            name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .unwrap();
+}
+
+/// A valid WireGuard key, distinct per (k, i).
+pub fn key(k: u8, i: u8) -> String {
+    use base64::Engine;
+    let mut bytes = [9u8; 32];
+    bytes[0] = k;
+    bytes[1] = i;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Node `node-<i>` of cluster number `k`, annotated as Kilo annotates it.
+pub fn kilo_node(k: u8, i: u8) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(format!("node-{i}")),
+            annotations: Some(BTreeMap::from([
+                ("kilo.squat.ai/key".into(), key(k, i)),
+                (
+                    "kilo.squat.ai/endpoint".into(),
+                    format!("192.0.2.{}:51820", k * 10 + i),
+                ),
+                (
+                    "kilo.squat.ai/wireguard-ip".into(),
+                    format!("10.10{k}.0.{}/24", i + 1),
+                ),
+                ("kilo.squat.ai/granularity".into(), "full".into()),
+                ("kilo.squat.ai/last-seen".into(), "1700000000".into()),
+            ])),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidrs: Some(vec![format!("10.{k}.{i}.0/24")]),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
+pub async fn create_node(plane: &ControlPlane, node: &Node) {
+    Api::<Node>::all(plane.admin_client())
+        .create(&PostParams::default(), node)
+        .await
+        .unwrap();
+}
+
+/// Entry `k` (1-based) of a test mesh: pods in 10.k.0.0/16, WireGuard in
+/// 10.10k.0.0/24, services in 10.20k.0.0/16.
+pub fn entry(name: &str, k: u8, local: bool) -> ClusterEntry {
+    ClusterEntry {
+        name: name.into(),
+        local,
+        kubeconfig_secret_ref: (!local).then(|| SecretKeyRef {
+            name: format!("{name}-kubeconfig"),
+            key: "kubeconfig".into(),
+        }),
+        pod_cidrs: vec![format!("10.{k}.0.0/16")],
+        wireguard_cidr: format!("10.10{k}.0.0/24"),
+        service_cidr: Some(format!("10.20{k}.0.0/16")),
+        additional_cidrs: vec![],
+    }
+}
+
+/// Creates the operator's namespace unless it exists.
+pub async fn ensure_namespace(plane: &ControlPlane) {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match Api::<Namespace>::all(plane.admin_client())
+        .create(&PostParams::default(), &namespace)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => panic!("creating namespace {NAMESPACE}: {error}"),
+    }
+}
+
+pub async fn create_mesh(
+    hub: &ControlPlane,
+    name: &str,
+    clusters: Vec<ClusterEntry>,
+) -> ClusterMesh {
+    ensure_namespace(hub).await;
+    let mut mesh = ClusterMesh::new(name, ClusterMeshSpec { clusters });
+    mesh.metadata.namespace = Some(NAMESPACE.into());
+    Api::<ClusterMesh>::namespaced(hub.admin_client(), NAMESPACE)
+        .create(&PostParams::default(), &mesh)
+        .await
+        .unwrap()
+}
+
+/// Runs the controller against `hub` until the returned handle is dropped.
+pub struct Operator {
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn start_operator(hub: &ControlPlane) -> Operator {
+    let settings = Settings {
+        namespace: Some(NAMESPACE.into()),
+        default_persistent_keepalive: 25,
+        advertise_internal_ips: false,
+        kubeconfig_policy: KubeconfigPolicy::default(),
+        write_concurrency: 8,
+        cleanup_timeout: Duration::from_secs(20),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let task = tokio::spawn(controller::run(
+        hub.admin_client(),
+        settings,
+        metrics.clone(),
+        Readiness::default(),
+    ));
+    Operator { task, metrics }
+}
+
+pub async fn peers(plane: &ControlPlane) -> BTreeMap<String, Peer> {
+    let list = Api::<Peer>::all(plane.admin_client())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    list.items.into_iter().map(|p| (p.name_any(), p)).collect()
+}
+
+pub async fn peer_names(plane: &ControlPlane) -> Vec<String> {
+    peers(plane).await.into_keys().collect()
+}
+
+pub async fn mesh_status(hub: &ControlPlane, name: &str) -> api::ClusterMeshStatus {
+    let mesh = Api::<ClusterMesh>::namespaced(hub.admin_client(), NAMESPACE)
+        .get(name)
+        .await
+        .unwrap();
+    mesh.status.unwrap_or_default()
+}
+
+pub fn condition<'a>(
+    status: &'a api::ClusterMeshStatus,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Polls `check` every 100 ms until it returns true, for at most `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn admin(plane: &ControlPlane) -> Client {
+    plane.admin_client()
+}
