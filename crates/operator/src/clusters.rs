@@ -64,7 +64,7 @@ pub struct WatchedCluster {
     pub client: Client,
     pub nodes: Store<Node>,
     pub peers: Store<Peer>,
-    health: Mutex<WatchHealth>,
+    health: Arc<Mutex<WatchHealth>>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -186,33 +186,24 @@ fn start(source: ClusterSource, client: Client, registry: Weak<Inner>) -> Arc<Wa
     let peer_events = watcher(Api::<Peer>::all(client.clone()))
         .modify(|peer| peer.managed_fields_mut().clear())
         .reflect(peer_writer);
-    Arc::new_cyclic(|cluster: &Weak<WatchedCluster>| {
-        let tasks = vec![
-            tokio::spawn(follow(
-                node_events,
-                Kind::Nodes,
-                node_fingerprint,
-                cluster.clone(),
-                registry.clone(),
-            ))
-            .abort_handle(),
-            tokio::spawn(follow(
-                peer_events,
-                Kind::Peers,
-                peer_fingerprint,
-                cluster.clone(),
-                registry,
-            ))
-            .abort_handle(),
-        ];
-        WatchedCluster {
-            source,
-            client,
-            nodes,
-            peers,
-            health: Mutex::default(),
-            tasks,
-        }
+    let health = Arc::new(Mutex::default());
+    let follower = |kind| Follower {
+        kind,
+        source: source.clone(),
+        health: health.clone(),
+        registry: registry.clone(),
+    };
+    let tasks = vec![
+        tokio::spawn(follower(Kind::Nodes).follow(node_events, node_fingerprint)).abort_handle(),
+        tokio::spawn(follower(Kind::Peers).follow(peer_events, peer_fingerprint)).abort_handle(),
+    ];
+    Arc::new(WatchedCluster {
+        source,
+        client,
+        nodes,
+        peers,
+        health,
+        tasks,
     })
 }
 
@@ -229,76 +220,94 @@ enum Kind {
     Peers,
 }
 
-/// Drives one watch: records reachability, and triggers the meshes using the
-/// cluster when something they depend on changed. Objects are compared by a
-/// fingerprint of the fields the plan reads, so a Kilo heartbeat
-/// (`kilo.squat.ai/last-seen`) or a status update triggers nothing.
-async fn follow<K: Resource + Clone>(
-    events: impl Stream<Item = Result<Event<K>, watcher::Error>>,
+/// Drives one watch of one cluster.
+struct Follower {
     kind: Kind,
-    fingerprint: fn(&K) -> u64,
-    cluster: Weak<WatchedCluster>,
+    source: ClusterSource,
+    health: Arc<Mutex<WatchHealth>>,
     registry: Weak<Inner>,
-) {
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    let mut listing: HashMap<String, u64> = HashMap::new();
-    futures::pin_mut!(events);
-    while let Some(event) = events.next().await {
-        let (Some(cluster), Some(registry)) = (cluster.upgrade(), registry.upgrade()) else {
-            return;
-        };
-        let changed = match event {
-            Ok(event) => {
-                let recovered = {
-                    let mut health = lock(&cluster.health);
-                    let recovered = health.failing.take().is_some();
-                    if let Event::InitDone = event {
-                        match kind {
-                            Kind::Nodes => health.nodes_synced = true,
-                            Kind::Peers => health.peers_synced = true,
+}
+
+impl Follower {
+    /// Records reachability, and triggers the meshes using the cluster when
+    /// something they depend on changed. Objects are compared by a
+    /// fingerprint of the fields the plan reads, so a Kilo heartbeat
+    /// (`kilo.squat.ai/last-seen`) or a status update triggers nothing.
+    async fn follow<K: Resource + Clone>(
+        self,
+        events: impl Stream<Item = Result<Event<K>, watcher::Error>>,
+        fingerprint: fn(&K) -> u64,
+    ) {
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut listing: HashMap<String, u64> = HashMap::new();
+        futures::pin_mut!(events);
+        while let Some(event) = events.next().await {
+            let changed = match event {
+                Ok(event) => {
+                    let (recovered, first_sync) = self.record_success(&event);
+                    let changed = match event {
+                        Event::Apply(object) => {
+                            let print = fingerprint(&object);
+                            seen.insert(object.name_any(), print) != Some(print)
                         }
-                    }
-                    recovered
-                };
-                let changed = match event {
-                    Event::Apply(object) => {
-                        seen.insert(object.name_any(), fingerprint(&object))
-                            != Some(fingerprint(&object))
-                    }
-                    Event::Delete(object) => seen.remove(&object.name_any()).is_some(),
-                    Event::Init => {
-                        listing.clear();
-                        false
-                    }
-                    Event::InitApply(object) => {
-                        listing.insert(object.name_any(), fingerprint(&object));
-                        false
-                    }
-                    Event::InitDone => {
-                        let changed = listing != seen;
-                        seen = std::mem::take(&mut listing);
-                        changed || recovered
-                    }
-                };
-                changed || recovered
-            }
-            Err(error) => {
-                let mut health = lock(&cluster.health);
-                let first_failure = health.failing.is_none();
-                let since = health
-                    .failing
-                    .take()
-                    .map_or_else(|| Time(Timestamp::now()), |(since, _)| since);
-                health.failing = Some((since, error.to_string()));
-                if first_failure {
-                    tracing::warn!(cluster = ?cluster.source, %error, "cluster unreachable");
+                        Event::Delete(object) => seen.remove(&object.name_any()).is_some(),
+                        Event::Init => {
+                            listing.clear();
+                            false
+                        }
+                        Event::InitApply(object) => {
+                            listing.insert(object.name_any(), fingerprint(&object));
+                            false
+                        }
+                        Event::InitDone => {
+                            let changed = listing != seen;
+                            seen = std::mem::take(&mut listing);
+                            changed
+                        }
+                    };
+                    changed || recovered || first_sync
                 }
-                first_failure
+                Err(error) => self.record_failure(&error),
+            };
+            if changed {
+                let Some(registry) = self.registry.upgrade() else {
+                    return;
+                };
+                registry.trigger_users(&self.source);
             }
-        };
-        if changed {
-            registry.trigger_users(&cluster.source);
         }
+    }
+
+    /// Returns whether the cluster recovered, and whether this is its first
+    /// complete listing.
+    fn record_success<K>(&self, event: &Event<K>) -> (bool, bool) {
+        let mut health = lock(&self.health);
+        let recovered = health.failing.take().is_some();
+        let mut first_sync = false;
+        if let Event::InitDone = event {
+            let synced = match self.kind {
+                Kind::Nodes => &mut health.nodes_synced,
+                Kind::Peers => &mut health.peers_synced,
+            };
+            first_sync = !*synced;
+            *synced = true;
+        }
+        (recovered, first_sync)
+    }
+
+    /// Returns whether the cluster just became unreachable.
+    fn record_failure(&self, error: &watcher::Error) -> bool {
+        let mut health = lock(&self.health);
+        let first_failure = health.failing.is_none();
+        let since = health
+            .failing
+            .take()
+            .map_or_else(|| Time(Timestamp::now()), |(since, _)| since);
+        health.failing = Some((since, error.to_string()));
+        if first_failure {
+            tracing::warn!(cluster = ?self.source, %error, "cluster unreachable");
+        }
+        first_failure
     }
 }
 

@@ -27,6 +27,7 @@ use kube::{
         watcher,
     },
 };
+use mesh::{Observation, Unreachable};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -38,6 +39,9 @@ use crate::{
     observe::{self, Resolved},
     report,
 };
+
+/// How soon a pass that found a cluster still listing is retried.
+const SYNC_WAIT: Duration = Duration::from_millis(500);
 
 /// How the controller behaves; set from the `run` flags.
 #[derive(Clone, Debug)]
@@ -233,10 +237,25 @@ impl Context {
             .collect();
         self.registry.set_used(mesh_ref.clone(), sources);
 
-        let observations = resolved
+        let observations: BTreeMap<String, Observation> = resolved
             .iter()
             .map(|(name, r)| (name.clone(), observe::observation(r)))
             .collect();
+        let syncing = observations.values().any(|o| {
+            matches!(
+                o,
+                Observation::Unreachable {
+                    cause: Unreachable::Syncing,
+                    ..
+                }
+            )
+        });
+        if syncing {
+            // A cluster whose watches have not listed it yet is neither known
+            // nor unreachable: wait for it rather than report it as down.
+            tracing::debug!(mesh = %mesh_ref, "waiting for clusters to be listed");
+            return Ok(Action::requeue(SYNC_WAIT));
+        }
         let identity = observe::identity(mesh);
         let plan = mesh::plan(&mesh.spec, &identity, &self.plan_settings(), &observations);
 
@@ -442,6 +461,14 @@ impl Context {
         if status == previous {
             return Ok(());
         }
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        tracing::info!(
+            mesh = %labels.mesh,
+            ready = ready.map(|c| c.status.as_str()),
+            reason = ready.map(|c| c.reason.as_str()),
+            message = ready.map(|c| c.message.as_str()),
+            "status changed"
+        );
         let name = mesh.name_any();
         let api = Api::<ClusterMesh>::namespaced(
             self.client.clone(),

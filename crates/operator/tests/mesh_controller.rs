@@ -85,3 +85,406 @@ async fn three_clusters_converge_to_a_full_mesh() {
     assert_eq!(b.anchor_node.as_deref(), Some("node-0"));
     assert!(b.reachable && b.last_sync_time.is_some() && b.credentials_expire.is_some());
 }
+
+async fn converged(planes: &[ControlPlane], nodes: u8) {
+    for (plane, others) in planes.iter().zip([["b", "c"], ["a", "c"], ["a", "b"]]) {
+        let want = expected(&others, nodes);
+        eventually(&format!("Peers on {}", plane.name()), CONVERGE, || async {
+            peer_names(plane).await == want
+        })
+        .await;
+    }
+    eventually("Ready=True", CONVERGE, || async {
+        condition(&mesh_status(&planes[0], "mesh").await, "Ready")
+            .is_some_and(|c| c.status == "True")
+    })
+    .await;
+}
+
+/// resourceVersions of every Peer on every cluster: unchanged means unwritten.
+async fn versions(planes: &[ControlPlane]) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for plane in planes {
+        for (name, peer) in peers(plane).await {
+            all.push((
+                format!("{}/{name}", plane.name()),
+                peer.metadata.resource_version.unwrap_or_default(),
+            ));
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_node_changes_follow_everywhere_and_heartbeats_write_nothing() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::{
+        Api,
+        api::{DeleteParams, Patch, PatchParams},
+    };
+    let (planes, operator) = three_cluster_mesh(2).await;
+    converged(&planes, 2).await;
+
+    // Heartbeats: Kilo rewrites kilo.squat.ai/last-seen every 30 s on every node.
+    let before = versions(&planes).await;
+    let writes_before = operator.metrics.render();
+    for (k, plane) in planes.iter().enumerate() {
+        for i in 0..2u8 {
+            let patch = serde_json::json!({"metadata": {"annotations": {"kilo.squat.ai/last-seen": format!("17000000{k}{i}")}}});
+            Api::<Node>::all(admin(plane))
+                .patch(
+                    &format!("node-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        versions(&planes).await,
+        before,
+        "heartbeats caused Peer writes"
+    );
+    let applies = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("kilo_clustermesh_peer_writes_total"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(applies(&operator.metrics.render()), applies(&writes_before));
+
+    // A node joins b: its Peer appears on a and c.
+    create_node(&planes[1], &kilo_node(2, 2)).await;
+    for plane in [&planes[0], &planes[2]] {
+        eventually("b.node-2 everywhere", CONVERGE, || async {
+            peer_names(plane).await.contains(&"b.node-2".to_owned())
+        })
+        .await;
+    }
+    // Its endpoint changes: the Peers follow.
+    let patch = serde_json::json!({"metadata": {"annotations": {"kilo.squat.ai/endpoint": "198.51.100.7:4000"}}});
+    Api::<Node>::all(admin(&planes[1]))
+        .patch("node-2", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("new endpoint on a", CONVERGE, || async {
+        peers(&planes[0]).await["b.node-2"]
+            .spec
+            .endpoint
+            .as_ref()
+            .is_some_and(|e| e.port == 4000)
+    })
+    .await;
+    // It leaves: its Peers go everywhere.
+    Api::<Node>::all(admin(&planes[1]))
+        .delete("node-2", &DeleteParams::default())
+        .await
+        .unwrap();
+    for plane in [&planes[0], &planes[2]] {
+        eventually("b.node-2 gone", CONVERGE, || async {
+            !peer_names(plane).await.contains(&"b.node-2".to_owned())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_bad_pod_cidr_is_skipped_counted_and_told() {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::{Api, api::ListParams};
+    let (planes, _operator) = three_cluster_mesh(1).await;
+    converged(&planes, 1).await;
+    let mut rogue = kilo_node(3, 5);
+    rogue.spec.as_mut().unwrap().pod_cidrs = Some(vec!["0.0.0.0/0".into()]);
+    create_node(&planes[2], &rogue).await;
+    eventually("c counts a skipped node", CONVERGE, || async {
+        mesh_status(&planes[0], "mesh")
+            .await
+            .clusters
+            .iter()
+            .any(|c| c.name == "c" && c.skipped_nodes == 1)
+    })
+    .await;
+    let status = mesh_status(&planes[0], "mesh").await;
+    let c = status.clusters.iter().find(|c| c.name == "c").unwrap();
+    assert_eq!(c.skipped[0].reason, "PodCIDROutsideCluster");
+    assert!(
+        !peer_names(&planes[0])
+            .await
+            .contains(&"c.node-5".to_owned()),
+        "no Peer for a skipped node"
+    );
+    eventually("a NodeSkipped Event", CONVERGE, || async {
+        let events = Api::<Event>::namespaced(admin(&planes[0]), NAMESPACE)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        events.items.iter().any(|e| {
+            e.reason.as_deref() == Some("NodeSkipped")
+                && e.message.as_deref().unwrap_or("").contains("node-5")
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spec_examples_shared_service_cidr_is_not_advertised_and_named() {
+    let planes = ControlPlane::start_many(2).await.unwrap();
+    create_node(&planes[0], &kilo_node(1, 0)).await;
+    create_node(&planes[1], &kilo_node(2, 0)).await;
+    connect(&planes[0], &planes[1], "b").await;
+    let mut a = entry("a", 1, true);
+    let mut b = entry("b", 2, false);
+    a.service_cidr = Some("10.96.0.0/12".into());
+    b.service_cidr = Some("10.96.0.0/12".into());
+    create_mesh(&planes[0], "mesh", vec![a, b]).await;
+    let _operator = start_operator(&planes[0]);
+    eventually("b.node-0 on a", CONVERGE, || async {
+        peer_names(&planes[0]).await == ["b.node-0"]
+    })
+    .await;
+    let peer = &peers(&planes[0]).await["b.node-0"];
+    assert!(
+        !peer.spec.allowed_ips.contains(&"10.96.0.0/12".into()),
+        "{:?}",
+        peer.spec.allowed_ips
+    );
+    assert!(
+        peer.spec.allowed_ips.contains(&"10.2.0.0/24".into()),
+        "pods stay meshed"
+    );
+    eventually("CIDRConflict names both clusters", CONVERGE, || async {
+        let status = mesh_status(&planes[0], "mesh").await;
+        condition(&status, "CIDRConflict").is_some_and(|c| {
+            c.status == "True"
+                && c.message
+                    .contains("a serviceCIDR 10.96.0.0/12 overlaps b serviceCIDR 10.96.0.0/12")
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_or_rotated_credentials_keep_the_peers_and_say_why() {
+    let (planes, _operator) = three_cluster_mesh(1).await;
+    converged(&planes, 1).await;
+    let before = versions(&planes).await;
+
+    // An exec plugin is refused; b's Peers stay everywhere.
+    let exec = "apiVersion: v1\nkind: Config\ncurrent-context: x\ncontexts:\n- name: x\n  context: {cluster: x, user: x}\nclusters:\n- name: x\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: x\n  user:\n    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh}\n";
+    put_secret(&planes[0], "b-kubeconfig", exec).await;
+    eventually("CredentialsInvalid names b", CONVERGE, || async {
+        condition(&mesh_status(&planes[0], "mesh").await, "CredentialsInvalid").is_some_and(|c| {
+            c.status == "True"
+                && c.message.contains("cluster b")
+                && c.message.contains("--allow-kubeconfig-exec")
+        })
+    })
+    .await;
+    put_secret(&planes[0], "c-kubeconfig", "not: [a kubeconfig").await;
+    eventually("CredentialsInvalid names c", CONVERGE, || async {
+        condition(&mesh_status(&planes[0], "mesh").await, "CredentialsInvalid")
+            .is_some_and(|c| c.message.contains("cluster c"))
+    })
+    .await;
+    assert_eq!(
+        versions(&planes).await,
+        before,
+        "no Peer was touched while credentials were bad"
+    );
+
+    // A fresh token: the new client is used and the mesh is Ready again.
+    let fresh = planes[1]
+        .service_account_kubeconfig(
+            NAMESPACE,
+            "kilo-clustermesh",
+            Some(Duration::from_secs(7200)),
+        )
+        .await
+        .unwrap();
+    put_secret(&planes[0], "b-kubeconfig", &fresh).await;
+    let fresh = planes[2]
+        .service_account_kubeconfig(
+            NAMESPACE,
+            "kilo-clustermesh",
+            Some(Duration::from_secs(7200)),
+        )
+        .await
+        .unwrap();
+    put_secret(&planes[0], "c-kubeconfig", &fresh).await;
+    converged(&planes, 1).await;
+    create_node(&planes[1], &kilo_node(2, 1)).await;
+    eventually("the rotated client sees new nodes", CONVERGE, || async {
+        peer_names(&planes[0])
+            .await
+            .contains(&"b.node-1".to_owned())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_outage_keeps_last_known_peers_and_recovers() {
+    let (mut planes, _operator) = three_cluster_mesh(1).await;
+    converged(&planes, 1).await;
+    planes[2].stop_apiserver();
+    eventually("c stale", CONVERGE, || async {
+        let status = mesh_status(&planes[0], "mesh").await;
+        status
+            .clusters
+            .iter()
+            .any(|c| c.name == "c" && !c.reachable && c.stale_since.is_some())
+    })
+    .await;
+    assert_eq!(
+        peer_names(&planes[0]).await,
+        ["b.node-0", "c.node-0"],
+        "c's Peer kept on a"
+    );
+    assert_eq!(
+        peer_names(&planes[1]).await,
+        ["a.node-0", "c.node-0"],
+        "c's Peer kept on b"
+    );
+    planes[2].start_apiserver().await.unwrap();
+    converged(&planes, 1).await;
+    let status = mesh_status(&planes[0], "mesh").await;
+    assert!(
+        status
+            .clusters
+            .iter()
+            .all(|c| c.reachable && c.stale_since.is_none())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_peers_are_left_alone_and_owned_peers_are_repaired() {
+    use api::{Peer, PeerSpec};
+    use kube::{
+        Api,
+        api::{DeleteParams, PostParams},
+    };
+    let planes = ControlPlane::start_many(3).await.unwrap();
+    for (k, plane) in planes.iter().enumerate() {
+        create_node(plane, &kilo_node(k as u8 + 1, 0)).await;
+    }
+    // Someone already has a Peer named like the one the mesh wants on a.
+    let foreign = Peer::new(
+        "c.node-0",
+        PeerSpec {
+            allowed_ips: vec!["10.77.0.0/24".into()],
+            endpoint: None,
+            persistent_keepalive: None,
+            preshared_key: None,
+            public_key: key(7, 7),
+        },
+    );
+    Api::<Peer>::all(admin(&planes[0]))
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    connect(&planes[0], &planes[1], "b").await;
+    connect(&planes[0], &planes[2], "c").await;
+    create_mesh(
+        &planes[0],
+        "mesh",
+        vec![
+            entry("a", 1, true),
+            entry("b", 2, false),
+            entry("c", 3, false),
+        ],
+    )
+    .await;
+    let _operator = start_operator(&planes[0]);
+    eventually("PeerConflict reported", CONVERGE, || async {
+        condition(&mesh_status(&planes[0], "mesh").await, "PeerConflict")
+            .is_some_and(|c| c.status == "True" && c.message.contains("Peer c.node-0 on cluster a"))
+    })
+    .await;
+    assert_eq!(
+        peers(&planes[0]).await["c.node-0"].spec.public_key,
+        key(7, 7),
+        "the foreign Peer is untouched"
+    );
+
+    // An owned Peer deleted or edited by hand comes back as it was.
+    eventually("b.node-0 on c", CONVERGE, || async {
+        peer_names(&planes[2])
+            .await
+            .contains(&"b.node-0".to_owned())
+    })
+    .await;
+    let on_c = Api::<Peer>::all(admin(&planes[2]));
+    on_c.delete("b.node-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("b.node-0 recreated", CONVERGE, || async {
+        peer_names(&planes[2])
+            .await
+            .contains(&"b.node-0".to_owned())
+    })
+    .await;
+    let patch = serde_json::json!({"spec": {"allowedIPs": ["10.99.0.0/16"]}});
+    on_c.patch(
+        "b.node-0",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    eventually("b.node-0 repaired", CONVERGE, || async {
+        peers(&planes[2]).await["b.node-0"]
+            .spec
+            .allowed_ips
+            .contains(&"10.2.0.0/24".to_owned())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_mesh_removes_its_peers_everywhere_and_restarts_write_nothing() {
+    use api::ClusterMesh;
+    use kube::{Api, api::DeleteParams};
+    let (planes, operator) = three_cluster_mesh(2).await;
+    converged(&planes, 2).await;
+
+    // A restarted operator on a converged mesh writes nothing.
+    drop(operator);
+    let before = versions(&planes).await;
+    let status_before = mesh_status(&planes[0], "mesh").await;
+    let operator = start_operator(&planes[0]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(versions(&planes).await, before, "a restart rewrote Peers");
+    assert_eq!(
+        mesh_status(&planes[0], "mesh").await,
+        status_before,
+        "a restart rewrote the status"
+    );
+
+    Api::<ClusterMesh>::namespaced(admin(&planes[0]), NAMESPACE)
+        .delete("mesh", &DeleteParams::default())
+        .await
+        .unwrap();
+    for plane in &planes {
+        eventually(
+            &format!("no Peers on {}", plane.name()),
+            CONVERGE,
+            || async { peer_names(plane).await.is_empty() },
+        )
+        .await;
+    }
+    eventually(
+        "the mesh is gone (finalizer released)",
+        CONVERGE,
+        || async {
+            Api::<ClusterMesh>::namespaced(admin(&planes[0]), NAMESPACE)
+                .get_opt("mesh")
+                .await
+                .unwrap()
+                .is_none()
+        },
+    )
+    .await;
+    drop(operator);
+}

@@ -234,6 +234,11 @@ impl Drop for Operator {
 }
 
 pub fn start_operator(hub: &ControlPlane) -> Operator {
+    // Logs show with --nocapture, or for a failed test.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("kilo_clustermesh_operator=debug,kube_runtime=info")
+        .try_init();
     let settings = Settings {
         namespace: Some(NAMESPACE.into()),
         default_persistent_keepalive: 25,
