@@ -13,12 +13,13 @@ demo:
 
 ## test: formatting, lints, unit tests, integration tests against real API servers, 1.28 compatibility
 test: tools lint
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --all-targets --exclude kilo-clustermesh-testkit
+	$(CARGO) test -p kilo-clustermesh-testkit -- --show-output
 	$(MAKE) --no-print-directory test-compat
 
-## test-compat: the CRD and its CEL rules on the oldest Kubernetes the operator supports (1.28)
+## test-compat: the CRD, its CEL rules and the controller on the oldest supported Kubernetes (1.28)
 test-compat: tools
-	KCM_KUBE_APISERVER=kube-apiserver-1.28 $(CARGO) test -p kilo-clustermesh-operator --test crd_validation
+	KCM_KUBE_APISERVER=kube-apiserver-1.28 $(CARGO) test -p kilo-clustermesh-operator --test crd_validation --test mesh_controller
 
 ## lint: cargo fmt --check and clippy with warnings denied
 lint:

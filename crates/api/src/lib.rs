@@ -11,6 +11,8 @@
 
 mod cluster_mesh;
 mod dns;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 mod peer;
 
 pub use cluster_mesh::{

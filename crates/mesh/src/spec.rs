@@ -171,23 +171,17 @@ pub fn parse(spec: &ClusterMeshSpec) -> Result<Vec<ClusterSpec>, Vec<SpecError>>
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use api::{ClusterEntry, SecretKeyRef};
+    use api::ClusterEntry;
 
     use super::*;
 
+    /// A test entry with the given pod and WireGuard ranges.
     pub fn entry(name: &str, local: bool, pod: &str, wireguard: &str) -> ClusterEntry {
-        ClusterEntry {
-            name: name.into(),
-            local,
-            kubeconfig_secret_ref: (!local).then(|| SecretKeyRef {
-                name: format!("{name}-kubeconfig"),
-                key: "kubeconfig".into(),
-            }),
-            pod_cidrs: vec![pod.into()],
-            wireguard_cidr: wireguard.into(),
-            service_cidr: None,
-            additional_cidrs: vec![],
-        }
+        let mut entry = api::fixtures::cluster_entry(name, 1, local);
+        entry.pod_cidrs = vec![pod.into()];
+        entry.wireguard_cidr = wireguard.into();
+        entry.service_cidr = None;
+        entry
     }
 
     fn fields(spec: ClusterMeshSpec) -> Vec<String> {

@@ -4,23 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, SecretKeyRef};
+use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec};
 use kube::{Api, api::PostParams};
 use testkit::ControlPlane;
 
 fn entry(name: &str, local: bool) -> ClusterEntry {
-    ClusterEntry {
-        name: name.into(),
-        local,
-        kubeconfig_secret_ref: (!local).then(|| SecretKeyRef {
-            name: format!("{name}-kubeconfig"),
-            key: "kubeconfig".into(),
-        }),
-        pod_cidrs: vec![format!("10.{}.0.0/16", name.len())],
-        wireguard_cidr: format!("10.100.{}.0/24", name.len()),
-        service_cidr: None,
-        additional_cidrs: vec![],
-    }
+    api::fixtures::cluster_entry(name, name.len() as u8, local)
 }
 
 fn mesh(name: &str, clusters: Vec<ClusterEntry>) -> ClusterMesh {

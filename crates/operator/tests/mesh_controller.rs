@@ -12,7 +12,9 @@ use testkit::ControlPlane;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
-async fn three_cluster_mesh(nodes: u8) -> (Vec<ControlPlane>, Operator) {
+/// Clusters a (hub), b and c with `nodes` Kilo nodes each, b and c
+/// connected through least-privilege tokens, and the mesh declared.
+async fn three_clusters(nodes: u8) -> Vec<ControlPlane> {
     let planes = ControlPlane::start_many(3).await.unwrap();
     for (k, plane) in planes.iter().enumerate() {
         for i in 0..nodes {
@@ -21,16 +23,17 @@ async fn three_cluster_mesh(nodes: u8) -> (Vec<ControlPlane>, Operator) {
     }
     connect(&planes[0], &planes[1], "b").await;
     connect(&planes[0], &planes[2], "c").await;
-    create_mesh(
-        &planes[0],
-        "mesh",
-        vec![
-            entry("a", 1, true),
-            entry("b", 2, false),
-            entry("c", 3, false),
-        ],
-    )
-    .await;
+    let clusters = vec![
+        entry("a", 1, true),
+        entry("b", 2, false),
+        entry("c", 3, false),
+    ];
+    create_mesh(&planes[0], "mesh", clusters).await;
+    planes
+}
+
+async fn three_cluster_mesh(nodes: u8) -> (Vec<ControlPlane>, Operator) {
+    let planes = three_clusters(nodes).await;
     let operator = start_operator(&planes[0]);
     (planes, operator)
 }
@@ -296,24 +299,8 @@ async fn bad_or_rotated_credentials_keep_the_peers_and_say_why() {
     );
 
     // A fresh token: the new client is used and the mesh is Ready again.
-    let fresh = planes[1]
-        .service_account_kubeconfig(
-            NAMESPACE,
-            "kilo-clustermesh",
-            Some(Duration::from_secs(7200)),
-        )
-        .await
-        .unwrap();
-    put_secret(&planes[0], "b-kubeconfig", &fresh).await;
-    let fresh = planes[2]
-        .service_account_kubeconfig(
-            NAMESPACE,
-            "kilo-clustermesh",
-            Some(Duration::from_secs(7200)),
-        )
-        .await
-        .unwrap();
-    put_secret(&planes[0], "c-kubeconfig", &fresh).await;
+    rotate(&planes[0], &planes[1], "b").await;
+    rotate(&planes[0], &planes[2], "c").await;
     converged(&planes, 1).await;
     create_node(&planes[1], &kilo_node(2, 1)).await;
     eventually("the rotated client sees new nodes", CONVERGE, || async {
@@ -365,10 +352,7 @@ async fn foreign_peers_are_left_alone_and_owned_peers_are_repaired() {
         Api,
         api::{DeleteParams, PostParams},
     };
-    let planes = ControlPlane::start_many(3).await.unwrap();
-    for (k, plane) in planes.iter().enumerate() {
-        create_node(plane, &kilo_node(k as u8 + 1, 0)).await;
-    }
+    let planes = three_clusters(1).await;
     // Someone already has a Peer named like the one the mesh wants on a.
     let foreign = Peer::new(
         "c.node-0",
@@ -384,18 +368,6 @@ async fn foreign_peers_are_left_alone_and_owned_peers_are_repaired() {
         .create(&PostParams::default(), &foreign)
         .await
         .unwrap();
-    connect(&planes[0], &planes[1], "b").await;
-    connect(&planes[0], &planes[2], "c").await;
-    create_mesh(
-        &planes[0],
-        "mesh",
-        vec![
-            entry("a", 1, true),
-            entry("b", 2, false),
-            entry("c", 3, false),
-        ],
-    )
-    .await;
     let _operator = start_operator(&planes[0]);
     eventually("PeerConflict reported", CONVERGE, || async {
         condition(&mesh_status(&planes[0], "mesh").await, "PeerConflict")

@@ -1,9 +1,10 @@
 //! Fixtures shared by the plan tests and the property tests.
-#![allow(dead_code, clippy::unwrap_used)] // each test file uses part of it; a panic is the failure report
+#![allow(dead_code, unused_imports, clippy::unwrap_used)] // each test file uses part of it; a panic is the failure report
 
 use std::collections::BTreeMap;
 
-use api::{ClusterEntry, ClusterMeshSpec, SecretKeyRef};
+pub use api::fixtures::{cluster_entry as cluster, wireguard_key as key};
+use api::{ClusterMeshSpec, fixtures::kilo_annotations};
 use mesh::{
     ClusterView, MeshIdentity, NodeView, Observation, ObservedPeer, Plan, Settings, applied, plan,
 };
@@ -23,23 +24,6 @@ pub fn settings() -> Settings {
     }
 }
 
-/// Cluster number `k` (1-based) of a test mesh: pods in 10.k.0.0/16,
-/// WireGuard in 10.10k.0.0/24 (k < 10), services in 10.20k.0.0/16.
-pub fn cluster(name: &str, k: u8, local: bool) -> ClusterEntry {
-    ClusterEntry {
-        name: name.into(),
-        local,
-        kubeconfig_secret_ref: (!local).then(|| SecretKeyRef {
-            name: format!("{name}-kubeconfig"),
-            key: "kubeconfig".into(),
-        }),
-        pod_cidrs: vec![format!("10.{k}.0.0/16")],
-        wireguard_cidr: format!("10.10{k}.0.0/24"),
-        service_cidr: Some(format!("10.20{k}.0.0/16")),
-        additional_cidrs: vec![],
-    }
-}
-
 /// Clusters a (local), b and c.
 pub fn spec() -> ClusterMeshSpec {
     ClusterMeshSpec {
@@ -51,32 +35,12 @@ pub fn spec() -> ClusterMeshSpec {
     }
 }
 
-/// A valid WireGuard key, distinct per (k, i).
-pub fn key(k: u8, i: u8) -> String {
-    use base64::Engine;
-    let mut bytes = [7u8; 32];
-    bytes[0] = k;
-    bytes[1] = i;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 /// Node `i` of cluster number `k`, annotated as Kilo annotates it.
 pub fn node(k: u8, i: u8) -> NodeView {
     NodeView {
         name: format!("node-{i}"),
         pod_cidrs: vec![format!("10.{k}.{i}.0/24")],
-        annotations: BTreeMap::from([
-            ("kilo.squat.ai/key".into(), key(k, i)),
-            (
-                "kilo.squat.ai/endpoint".into(),
-                format!("192.0.2.{}:51820", k * 10 + i),
-            ),
-            (
-                "kilo.squat.ai/wireguard-ip".into(),
-                format!("10.10{k}.0.{}/24", i + 1),
-            ),
-            ("kilo.squat.ai/granularity".into(), "full".into()),
-        ]),
+        annotations: kilo_annotations(k, i),
         ready: true,
     }
 }

@@ -1,10 +1,11 @@
 //! A test mesh on real control planes: remote access through a least-privilege
 //! ServiceAccount, Kilo-annotated nodes, and the controller running in-process.
-#![allow(dead_code, clippy::unwrap_used)] // each test file uses part of it; a panic is the failure report
+#![allow(dead_code, unused_imports, clippy::unwrap_used)] // each test file uses part of it; a panic is the failure report
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, Peer, SecretKeyRef};
+pub use api::fixtures::{cluster_entry as entry, wireguard_key as key};
+use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, Peer, fixtures::kilo_annotations};
 use k8s_openapi::{
     ByteString,
     api::{
@@ -84,6 +85,12 @@ pub async fn connect(hub: &ControlPlane, remote: &ControlPlane, name: &str) {
         .create(&pp, &binding)
         .await
         .unwrap();
+    rotate(hub, remote, name).await;
+}
+
+/// Mints a fresh ServiceAccount token on `remote` and stores its kubeconfig
+/// as the hub's Secret `<name>-kubeconfig`.
+pub async fn rotate(hub: &ControlPlane, remote: &ControlPlane, name: &str) {
     let kubeconfig = remote
         .service_account_kubeconfig(
             NAMESPACE,
@@ -120,33 +127,16 @@ pub async fn put_secret(hub: &ControlPlane, name: &str, kubeconfig: &str) {
         .unwrap();
 }
 
-/// A valid WireGuard key, distinct per (k, i).
-pub fn key(k: u8, i: u8) -> String {
-    use base64::Engine;
-    let mut bytes = [9u8; 32];
-    bytes[0] = k;
-    bytes[1] = i;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 /// Node `node-<i>` of cluster number `k`, annotated as Kilo annotates it.
 pub fn kilo_node(k: u8, i: u8) -> Node {
     Node {
         metadata: ObjectMeta {
             name: Some(format!("node-{i}")),
-            annotations: Some(BTreeMap::from([
-                ("kilo.squat.ai/key".into(), key(k, i)),
-                (
-                    "kilo.squat.ai/endpoint".into(),
-                    format!("192.0.2.{}:51820", k * 10 + i),
-                ),
-                (
-                    "kilo.squat.ai/wireguard-ip".into(),
-                    format!("10.10{k}.0.{}/24", i + 1),
-                ),
-                ("kilo.squat.ai/granularity".into(), "full".into()),
-                ("kilo.squat.ai/last-seen".into(), "1700000000".into()),
-            ])),
+            annotations: Some({
+                let mut annotations = kilo_annotations(k, i);
+                annotations.insert("kilo.squat.ai/last-seen".into(), "1700000000".into());
+                annotations
+            }),
             ..Default::default()
         },
         spec: Some(NodeSpec {
@@ -169,23 +159,6 @@ pub async fn create_node(plane: &ControlPlane, node: &Node) {
         .create(&PostParams::default(), node)
         .await
         .unwrap();
-}
-
-/// Entry `k` (1-based) of a test mesh: pods in 10.k.0.0/16, WireGuard in
-/// 10.10k.0.0/24, services in 10.20k.0.0/16.
-pub fn entry(name: &str, k: u8, local: bool) -> ClusterEntry {
-    ClusterEntry {
-        name: name.into(),
-        local,
-        kubeconfig_secret_ref: (!local).then(|| SecretKeyRef {
-            name: format!("{name}-kubeconfig"),
-            key: "kubeconfig".into(),
-        }),
-        pod_cidrs: vec![format!("10.{k}.0.0/16")],
-        wireguard_cidr: format!("10.10{k}.0.0/24"),
-        service_cidr: Some(format!("10.20{k}.0.0/16")),
-        additional_cidrs: vec![],
-    }
 }
 
 /// Creates the operator's namespace unless it exists.
@@ -237,7 +210,7 @@ pub fn start_operator(hub: &ControlPlane) -> Operator {
     // Logs show with --nocapture, or for a failed test.
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
-        .with_env_filter("kilo_clustermesh_operator=debug,kube_runtime=info")
+        .with_env_filter("kilo_clustermesh_operator=info,kube_runtime=warn")
         .try_init();
     let settings = Settings {
         namespace: Some(NAMESPACE.into()),
