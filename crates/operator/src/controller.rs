@@ -258,6 +258,10 @@ impl Context {
         }
         let identity = observe::identity(mesh);
         let plan = mesh::plan(&mesh.spec, &identity, &self.plan_settings(), &observations);
+        self.metrics
+            .cidr_conflicts
+            .get_or_create(&labels)
+            .set(plan.report.conflicts.len() as i64);
 
         let writes =
             plan.writes
