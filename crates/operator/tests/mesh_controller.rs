@@ -460,3 +460,79 @@ async fn deleting_the_mesh_removes_its_peers_everywhere_and_restarts_write_nothi
     .await;
     drop(operator);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_secret_keeps_peers_and_a_deleted_mesh_gives_that_cluster_up_with_a_warning() {
+    use api::ClusterMesh;
+    use k8s_openapi::api::core::v1::{Event, Secret};
+    use kube::{
+        Api,
+        api::{DeleteParams, ListParams},
+    };
+    let (planes, _operator) = three_cluster_mesh(1).await;
+    converged(&planes, 1).await;
+    Api::<Secret>::namespaced(admin(&planes[0]), NAMESPACE)
+        .delete("c-kubeconfig", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "CredentialsInvalid says the Secret is gone",
+        CONVERGE,
+        || async {
+            condition(&mesh_status(&planes[0], "mesh").await, "CredentialsInvalid").is_some_and(
+                |c| {
+                    c.status == "True"
+                        && c.message
+                            .contains("Secret kilo-system/c-kubeconfig not found")
+                },
+            )
+        },
+    )
+    .await;
+    assert_eq!(
+        peer_names(&planes[0]).await,
+        ["b.node-0", "c.node-0"],
+        "c's Peer kept on a"
+    );
+
+    Api::<ClusterMesh>::namespaced(admin(&planes[0]), NAMESPACE)
+        .delete("mesh", &DeleteParams::default())
+        .await
+        .unwrap();
+    for plane in &planes[..2] {
+        eventually(
+            &format!("no Peers on {}", plane.name()),
+            CONVERGE,
+            || async { peer_names(plane).await.is_empty() },
+        )
+        .await;
+    }
+    eventually("the mesh is gone", CONVERGE, || async {
+        Api::<ClusterMesh>::namespaced(admin(&planes[0]), NAMESPACE)
+            .get_opt("mesh")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    assert_eq!(
+        peer_names(&planes[2]).await,
+        ["a.node-0", "b.node-0"],
+        "unreachable c keeps its Peers"
+    );
+    let events = Api::<Event>::namespaced(admin(&planes[0]), NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let given_up = events
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("CleanupGivenUp"))
+        .expect("a CleanupGivenUp Event");
+    let message = given_up.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("cluster c")
+            && message.contains("kubectl delete peers -l kilo-clustermesh.io/mesh="),
+        "{message}"
+    );
+}
