@@ -37,6 +37,7 @@ use crate::{
     kubeconfig::{self, KubeconfigError, KubeconfigPolicy},
     metrics::{ClusterLabels, ErrorLabels, MeshLabels, Metrics, Readiness, WriteLabels},
     observe::{self, Resolved},
+    rate_limit::{self, Limits},
     report,
 };
 
@@ -51,6 +52,8 @@ pub struct Settings {
     pub advertise_internal_ips: bool,
     pub kubeconfig_policy: KubeconfigPolicy,
     pub write_concurrency: usize,
+    /// Client-side rate limits of every cluster's client.
+    pub limits: Limits,
     pub cleanup_timeout: Duration,
 }
 
@@ -380,7 +383,7 @@ impl Context {
             Ok(config) => config,
             Err(error) => return Resolved::Unusable(describe(error)),
         };
-        match Client::try_from(config) {
+        match rate_limit::client(config, self.settings.limits) {
             Ok(client) => Resolved::Watched {
                 cluster: self.registry.cluster(&source, || client),
                 credentials_expire,

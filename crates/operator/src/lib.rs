@@ -10,5 +10,6 @@ pub mod kubeconfig;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod rate_limit;
 pub mod report;
 pub mod run;

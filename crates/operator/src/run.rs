@@ -1,6 +1,6 @@
 //! The `run` command: flags, logging, leader election, and the controller.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -10,6 +10,7 @@ use crate::{
     controller::{self, Settings},
     kubeconfig::KubeconfigPolicy,
     metrics::{self, Metrics, Readiness},
+    rate_limit::{self, Limits},
 };
 
 /// Flags of `kilo-clustermesh-operator run`.
@@ -59,6 +60,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub allow_insecure_kubeconfig: bool,
 
+    /// Requests per second each cluster's client may send (as client-go's QPS).
+    #[arg(long, default_value = "50")]
+    pub kube_api_qps: NonZeroU32,
+
+    /// Requests a client may send at once above the QPS (as client-go's burst).
+    #[arg(long, default_value = "100")]
+    pub kube_api_burst: NonZeroU32,
+
     /// Peer writes in flight at once per cluster.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub write_concurrency: u16,
@@ -83,9 +92,15 @@ pub enum LogFormat {
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let client = kube::Client::try_default()
+    let limits = Limits {
+        qps: args.kube_api_qps,
+        burst: args.kube_api_burst,
+    };
+    let config = kube::Config::infer()
         .await
-        .context("connecting to the local cluster (in-cluster config or KUBECONFIG)")?;
+        .context("finding the local cluster (in-cluster config or KUBECONFIG)")?;
+    let client =
+        rate_limit::client(config, limits).context("building the local cluster's client")?;
     let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
 
@@ -109,6 +124,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             allow_insecure_tls: args.allow_insecure_kubeconfig,
         },
         write_concurrency: usize::from(args.write_concurrency),
+        limits,
         cleanup_timeout: args.cleanup_timeout,
     };
     let run_controller = controller::run(client.clone(), settings, metrics, readiness);

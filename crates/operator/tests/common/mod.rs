@@ -13,10 +13,13 @@ use k8s_openapi::{
         rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
     },
 };
+use std::num::NonZeroU32;
+
 use kilo_clustermesh_operator::{
     controller::{self, Settings},
     kubeconfig::KubeconfigPolicy,
     metrics::{Metrics, Readiness},
+    rate_limit::Limits,
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -218,6 +221,10 @@ pub fn start_operator(hub: &ControlPlane) -> Operator {
         advertise_internal_ips: false,
         kubeconfig_policy: KubeconfigPolicy::default(),
         write_concurrency: 8,
+        limits: Limits {
+            qps: NonZeroU32::new(200).unwrap(),
+            burst: NonZeroU32::new(400).unwrap(),
+        },
         cleanup_timeout: Duration::from_secs(20),
     };
     let metrics = Arc::new(Metrics::default());
