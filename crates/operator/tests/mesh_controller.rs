@@ -298,6 +298,23 @@ async fn bad_or_rotated_credentials_keep_the_peers_and_say_why() {
         "no Peer was touched while credentials were bad"
     );
 
+    // A kubeconfig for a server that is not there: unreachable, Peers kept.
+    let nowhere = planes[1]
+        .admin_kubeconfig()
+        .replace(&planes[1].server_url(), "https://127.0.0.1:1");
+    put_secret(&planes[0], "b-kubeconfig", &nowhere).await;
+    eventually("ClustersUnreachable names b", CONVERGE, || async {
+        let status = mesh_status(&planes[0], "mesh").await;
+        condition(&status, "ClustersUnreachable")
+            .is_some_and(|c| c.status == "True" && c.message.contains("cluster b"))
+    })
+    .await;
+    assert_eq!(
+        versions(&planes).await,
+        before,
+        "no Peer was touched while b was unreachable"
+    );
+
     // A fresh token: the new client is used and the mesh is Ready again.
     rotate(&planes[0], &planes[1], "b").await;
     rotate(&planes[0], &planes[2], "c").await;
