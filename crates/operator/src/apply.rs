@@ -117,6 +117,6 @@ pub async fn delete_labelled_peers(
         })
         .collect::<Vec<_>>();
     let count = deletions.len();
-    write_peers(client, cluster, Vec::new(), deletions, 8).await?;
+    write_peers(client, cluster, Vec::new(), deletions, concurrency).await?;
     Ok(count)
 }

@@ -540,7 +540,14 @@ impl Context {
                     continue;
                 }
             };
-            match apply::delete_labelled_peers(&client, &entry.name, &selector).await {
+            match apply::delete_labelled_peers(
+                &client,
+                &entry.name,
+                &selector,
+                self.settings.write_concurrency,
+            )
+            .await
+            {
                 Ok(_) => {}
                 Err(error) if deleting_for >= self.settings.cleanup_timeout => {
                     given_up.push(format!("{} ({error})", entry.name));
