@@ -96,6 +96,7 @@ pub async fn delete_labelled_peers(
     client: &Client,
     cluster: &str,
     selector: &str,
+    concurrency: usize,
 ) -> Result<usize, WriteError> {
     let api = Api::<Peer>::all(client.clone());
     let fail = |source| WriteError {
