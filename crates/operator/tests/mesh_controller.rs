@@ -118,6 +118,32 @@ async fn versions(planes: &[ControlPlane]) -> Vec<(String, String)> {
     all
 }
 
+/// Deletes the mesh and waits until `cleared` hold no Peer and the finalizer
+/// has let the mesh go.
+async fn delete_mesh(hub: &ControlPlane, cleared: &[ControlPlane]) {
+    use api::ClusterMesh;
+    use kube::{Api, api::DeleteParams};
+    let meshes = Api::<ClusterMesh>::namespaced(admin(hub), NAMESPACE);
+    meshes
+        .delete("mesh", &DeleteParams::default())
+        .await
+        .unwrap();
+    for plane in cleared {
+        eventually(
+            &format!("no Peers on {}", plane.name()),
+            CONVERGE,
+            || async { peer_names(plane).await.is_empty() },
+        )
+        .await;
+    }
+    eventually(
+        "the mesh is gone (finalizer released)",
+        CONVERGE,
+        || async { meshes.get_opt("mesh").await.unwrap().is_none() },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_node_changes_follow_everywhere_and_heartbeats_write_nothing() {
     use k8s_openapi::api::core::v1::Node;
@@ -433,8 +459,6 @@ async fn foreign_peers_are_left_alone_and_owned_peers_are_repaired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_mesh_removes_its_peers_everywhere_and_restarts_write_nothing() {
-    use api::ClusterMesh;
-    use kube::{Api, api::DeleteParams};
     let (planes, operator) = three_cluster_mesh(2).await;
     converged(&planes, 2).await;
 
@@ -451,36 +475,12 @@ async fn deleting_the_mesh_removes_its_peers_everywhere_and_restarts_write_nothi
         "a restart rewrote the status"
     );
 
-    Api::<ClusterMesh>::namespaced(admin(&planes[0]), NAMESPACE)
-        .delete("mesh", &DeleteParams::default())
-        .await
-        .unwrap();
-    for plane in &planes {
-        eventually(
-            &format!("no Peers on {}", plane.name()),
-            CONVERGE,
-            || async { peer_names(plane).await.is_empty() },
-        )
-        .await;
-    }
-    eventually(
-        "the mesh is gone (finalizer released)",
-        CONVERGE,
-        || async {
-            Api::<ClusterMesh>::namespaced(admin(&planes[0]), NAMESPACE)
-                .get_opt("mesh")
-                .await
-                .unwrap()
-                .is_none()
-        },
-    )
-    .await;
+    delete_mesh(&planes[0], &planes).await;
     drop(operator);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_secret_keeps_peers_and_a_deleted_mesh_gives_that_cluster_up_with_a_warning() {
-    use api::ClusterMesh;
     use k8s_openapi::api::core::v1::{Event, Secret};
     use kube::{
         Api,
@@ -512,26 +512,7 @@ async fn a_deleted_secret_keeps_peers_and_a_deleted_mesh_gives_that_cluster_up_w
         "c's Peer kept on a"
     );
 
-    Api::<ClusterMesh>::namespaced(admin(&planes[0]), NAMESPACE)
-        .delete("mesh", &DeleteParams::default())
-        .await
-        .unwrap();
-    for plane in &planes[..2] {
-        eventually(
-            &format!("no Peers on {}", plane.name()),
-            CONVERGE,
-            || async { peer_names(plane).await.is_empty() },
-        )
-        .await;
-    }
-    eventually("the mesh is gone", CONVERGE, || async {
-        Api::<ClusterMesh>::namespaced(admin(&planes[0]), NAMESPACE)
-            .get_opt("mesh")
-            .await
-            .unwrap()
-            .is_none()
-    })
-    .await;
+    delete_mesh(&planes[0], &planes[..2]).await;
     assert_eq!(
         peer_names(&planes[2]).await,
         ["a.node-0", "b.node-0"],
