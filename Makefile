@@ -4,7 +4,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CRD := charts/kilo-clustermesh-operator/crds/clustermeshes.kilo.squat.ai.yaml
 
-.PHONY: demo test test-compat lint tools manifests build clean-tools
+CHART := charts/kilo-clustermesh-operator
+HELM := .tools/bin/helm
+
+.PHONY: demo test test-compat test-chart lint tools manifests build clean-tools
 
 ## demo: real control planes + the operator + a real WireGuard data path, on this machine
 demo:
@@ -12,7 +15,7 @@ demo:
 	@exit 2
 
 ## test: formatting, lints, unit tests, integration tests against real API servers, 1.28 compatibility
-test: tools lint
+test: tools lint test-chart
 	$(CARGO) test --workspace --all-targets --exclude kilo-clustermesh-testkit
 	$(CARGO) test -p kilo-clustermesh-testkit -- --show-output
 	$(MAKE) --no-print-directory test-compat
@@ -20,6 +23,12 @@ test: tools lint
 ## test-compat: the CRD, its CEL rules and the controller on the oldest supported Kubernetes (1.28)
 test-compat: tools
 	KCM_KUBE_APISERVER=kube-apiserver-1.28 $(CARGO) test -p kilo-clustermesh-operator --test crd_validation --test mesh_controller
+
+## test-chart: helm lint --strict (hub and remote mode) and the chart's helm-unittest suites
+test-chart: tools
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) --set mode=remote
+	HELM_PLUGINS=$(CURDIR)/.tools/bin $(HELM) unittest $(CHART)
 
 ## lint: cargo fmt --check and clippy with warnings denied
 lint:

@@ -21,4 +21,4 @@ mod pki;
 mod process;
 mod tools;
 
-pub use control_plane::{ControlPlane, Error};
+pub use control_plane::{ControlPlane, Error, client_from_yaml};
