@@ -29,6 +29,9 @@ use crate::{
     tools,
 };
 
+/// How many sets of free ports a control plane tries before giving up.
+const PORT_ATTEMPTS: u32 = 4;
+
 /// How long a control plane may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -73,8 +76,24 @@ impl ControlPlane {
     /// Peer CRDs.
     pub async fn start(name: &str) -> Result<Self, Error> {
         let started = Instant::now();
-        let mut plane = Self::spawn(name).await?;
-        plane.wait_ready().await?;
+        let mut attempt = 1;
+        let plane = loop {
+            let mut plane = Self::spawn(name).await?;
+            match plane.wait_ready().await {
+                Ok(()) => break plane,
+                // Free ports are chosen before the processes bind them; a
+                // control plane started meanwhile may take one. Try others.
+                Err(Error::NotReady { logs, .. })
+                    if logs.contains("address already in use") && attempt < PORT_ATTEMPTS =>
+                {
+                    eprintln!(
+                        "testkit: control plane {name}: a port was taken meanwhile, retrying"
+                    );
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         plane.install_crds().await?;
         eprintln!(
             "testkit: control plane {name} ready in {:.1} s",
