@@ -37,6 +37,24 @@ pub fn host_route(net: &IpNet) -> IpNet {
     IpNet::from(net.addr())
 }
 
+/// The smallest CIDR of each address family that contains every one of
+/// `nets` of that family, IPv4 first.
+pub fn covering(nets: impl IntoIterator<Item = IpNet>) -> Vec<IpNet> {
+    let mut families: [Option<IpNet>; 2] = [None, None];
+    for net in nets {
+        let slot = &mut families[usize::from(matches!(net, IpNet::V6(_)))];
+        let mut cover = slot.unwrap_or(net.trunc());
+        while !cover.contains(&net) {
+            match cover.supernet() {
+                Some(wider) => cover = wider,
+                None => break,
+            }
+        }
+        *slot = Some(cover);
+    }
+    families.into_iter().flatten().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +85,17 @@ mod tests {
         assert!(!contains(&net("10.1.0.0/16"), &net("0.0.0.0/0")));
         assert_eq!(host_route(&net("10.4.0.1/16")), net("10.4.0.1/32"));
         assert_eq!(host_route(&net("fd00::1/64")), net("fd00::1/128"));
+    }
+
+    #[test]
+    fn covering_is_the_smallest_cidr_per_family() {
+        let nets = ["10.2.0.0/24", "10.2.3.0/24", "fd00:2::/64", "10.2.1.0/24"].map(net);
+        assert_eq!(covering(nets), vec![net("10.2.0.0/22"), net("fd00:2::/64")]);
+        assert_eq!(covering([net("10.4.0.1/16")]), vec![net("10.4.0.0/16")]);
+        assert_eq!(
+            covering([net("10.0.0.0/24"), net("192.168.0.0/24")]),
+            vec![net("0.0.0.0/0")]
+        );
+        assert!(covering([]).is_empty());
     }
 }

@@ -15,7 +15,12 @@ pub struct MeshEvent {
 
 /// Conditions whose appearance is told as an Event (reachability is told per
 /// cluster instead).
-const TOLD: [&str; 3] = ["InvalidSpec", "CIDRConflict", "PeerConflict"];
+const TOLD: [&str; 4] = [
+    "InvalidSpec",
+    "CIDRConflict",
+    "PeerConflict",
+    "CredentialsExpiring",
+];
 
 /// The Events that tell what changed from `previous` to `next`.
 pub fn transitions(previous: &ClusterMeshStatus, next: &ClusterMeshStatus) -> Vec<MeshEvent> {

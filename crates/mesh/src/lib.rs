@@ -26,6 +26,7 @@ mod plan;
 mod spec;
 mod status;
 
+pub use cidr::covering;
 pub use conflict::Conflict;
 pub use events::{MeshEvent, transitions};
 pub use identity::{
@@ -33,7 +34,7 @@ pub use identity::{
     MeshIdentity, NODE_ANNOTATION,
 };
 pub use naming::peer_name;
-pub use node::SkipReason;
+pub use node::{SkipReason, annotation};
 pub use observe::{ClusterView, NodeView, Observation, ObservedPeer, Unreachable};
 pub use plan::{
     ClusterReport, ClusterWrites, DesiredPeer, PeerConflict, Plan, Report, Settings, SkippedNode,

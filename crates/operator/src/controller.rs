@@ -55,6 +55,8 @@ pub struct Settings {
     /// Client-side rate limits of every cluster's client.
     pub limits: Limits,
     pub cleanup_timeout: Duration,
+    /// How long before a cluster's token expires `CredentialsExpiring` is set.
+    pub credentials_expiry_warning: Duration,
 }
 
 /// What every reconcile shares.
@@ -300,7 +302,15 @@ impl Context {
             Timestamp::from_second(Timestamp::now().as_second())
                 .unwrap_or_else(|_| Timestamp::now()),
         );
-        let status = report::status(mesh, &plan, &health, &written, &previous, &now);
+        let status = report::status(
+            mesh,
+            &plan,
+            &health,
+            &written,
+            &previous,
+            &now,
+            self.settings.credentials_expiry_warning,
+        );
         self.report(mesh, &previous, &status, &labels).await?;
         self.metrics
             .reconcile_duration
@@ -309,11 +319,12 @@ impl Context {
             return Err(error.into());
         }
         let all_reachable = status.clusters.iter().all(|c| c.reachable);
-        Ok(Action::requeue(Duration::from_secs(if all_reachable {
-            600
-        } else {
-            60
-        })))
+        let resync = Duration::from_secs(if all_reachable { 600 } else { 60 });
+        let expiry_check =
+            report::until_expiry_warning(&status, now.0, self.settings.credentials_expiry_warning);
+        Ok(Action::requeue(
+            expiry_check.map_or(resync, |d| d.min(resync)),
+        ))
     }
 
     fn plan_settings(&self) -> mesh::Settings {

@@ -28,7 +28,7 @@ pub enum KubeconfigError {
         "the kubeconfig has no current-context and not exactly one context; set current-context"
     )]
     NoContext,
-    #[error("current-context {0:?} names no context in the kubeconfig")]
+    #[error("context {0:?} is not in the kubeconfig")]
     UnknownContext(String),
     #[error("context {context:?} names cluster {cluster:?}, which the kubeconfig does not define")]
     UnknownCluster { context: String, cluster: String },
@@ -86,7 +86,7 @@ pub async fn client_config(
 pub fn bearer_token(yaml: &str) -> Option<String> {
     use secrecy::ExposeSecret;
     let kubeconfig = Kubeconfig::from_yaml(yaml).ok()?;
-    let (_, user) = selected(&kubeconfig).ok()?;
+    let (_, user) = selected(&kubeconfig, None).ok()?;
     user.and_then(|(_, u)| u.token.as_ref())
         .map(|t| t.expose_secret().to_owned())
 }
@@ -107,7 +107,7 @@ pub fn token_expiry(yaml: &str) -> Option<k8s_openapi::apimachinery::pkg::apis::
 }
 
 fn check(kubeconfig: &Kubeconfig, policy: KubeconfigPolicy) -> Result<(), KubeconfigError> {
-    let (cluster, user) = selected(kubeconfig)?;
+    let (cluster, user) = selected(kubeconfig, None)?;
     let (cluster_name, cluster) = cluster;
     if cluster.server.as_deref().is_none_or(str::is_empty) {
         return Err(KubeconfigError::NoServer(cluster_name.to_owned()));
@@ -136,17 +136,21 @@ fn check(kubeconfig: &Kubeconfig, policy: KubeconfigPolicy) -> Result<(), Kubeco
 }
 
 /// The selected cluster and user, each with its name in the kubeconfig.
-type Selected<'a> = ((&'a str, &'a Cluster), Option<(&'a str, &'a AuthInfo)>);
+pub type Selected<'a> = ((&'a str, &'a Cluster), Option<(&'a str, &'a AuthInfo)>);
 
-/// The cluster and user of the context a client would use: `current-context`,
-/// or the only context when there is one.
-fn selected(kubeconfig: &Kubeconfig) -> Result<Selected<'_>, KubeconfigError> {
-    let context = match &kubeconfig.current_context {
+/// The cluster and user of `context`, or else of the context a client would
+/// use: `current-context`, or the only context when there is one.
+pub fn selected<'a>(
+    kubeconfig: &'a Kubeconfig,
+    context: Option<&str>,
+) -> Result<Selected<'a>, KubeconfigError> {
+    let name = context.or(kubeconfig.current_context.as_deref());
+    let context = match name {
         Some(name) if !name.is_empty() => kubeconfig
             .contexts
             .iter()
-            .find(|c| &c.name == name)
-            .ok_or_else(|| KubeconfigError::UnknownContext(name.clone()))?,
+            .find(|c| c.name == name)
+            .ok_or_else(|| KubeconfigError::UnknownContext(name.to_owned()))?,
         _ => match kubeconfig.contexts.as_slice() {
             [only] => only,
             _ => return Err(KubeconfigError::NoContext),

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod clusters;
+pub mod connect;
 pub mod controller;
 pub mod crd;
 pub mod kubeconfig;
@@ -13,3 +14,4 @@ pub mod observe;
 pub mod rate_limit;
 pub mod report;
 pub mod run;
+pub mod status;

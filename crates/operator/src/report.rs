@@ -1,10 +1,11 @@
 //! Report: the status a pass writes, with its times.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use api::{ClusterMesh, ClusterMeshStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use mesh::Plan;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use mesh::{MeshCondition, Plan};
 
 use crate::observe::ClusterHealth;
 
@@ -19,6 +20,7 @@ pub fn status(
     written: &BTreeMap<String, usize>,
     previous: &ClusterMeshStatus,
     now: &Time,
+    expiry_warning: Duration,
 ) -> ClusterMeshStatus {
     let generation = mesh.metadata.generation;
     let mut status = mesh::status(&plan.report);
@@ -44,7 +46,14 @@ pub fn status(
         };
         cluster.credentials_expire = health.credentials_expire;
     }
-    status.conditions = mesh::conditions(&plan.report)
+    let mut conditions = mesh::conditions(&plan.report);
+    // Ready stays last; an expiring token does not make the mesh not Ready.
+    let ready_at = conditions.len().saturating_sub(1);
+    conditions.insert(
+        ready_at,
+        credentials_expiring(&status.clusters, now, expiry_warning),
+    );
+    status.conditions = conditions
         .into_iter()
         .map(|condition| {
             let value = if condition.status { "True" } else { "False" };
@@ -67,4 +76,117 @@ pub fn status(
         })
         .collect();
     status
+}
+
+/// `CredentialsExpiring`: True while some cluster's token expires within
+/// `window` of `now` (or has expired). The message gives absolute times only,
+/// so it changes when a token does, not as the clock runs.
+fn credentials_expiring(
+    clusters: &[api::ClusterStatus],
+    now: &Time,
+    window: Duration,
+) -> MeshCondition {
+    let horizon = now.0 + SignedDuration::try_from(window).unwrap_or(SignedDuration::MAX);
+    let expiring: Vec<String> = clusters
+        .iter()
+        .filter_map(|c| {
+            let expiry = c.credentials_expire.as_ref()?.0;
+            (expiry <= horizon).then(|| {
+                let verb = if expiry <= now.0 { "expired" } else { "expires" };
+                format!(
+                    "cluster {}: its token {verb} at {expiry}; run `kilo-clustermesh-operator connect --name {}` again to rotate it",
+                    c.name, c.name
+                )
+            })
+        })
+        .collect();
+    MeshCondition {
+        type_: "CredentialsExpiring",
+        status: !expiring.is_empty(),
+        reason: if expiring.is_empty() {
+            "CredentialsValid".into()
+        } else {
+            "CredentialsExpiring".into()
+        },
+        message: expiring.join("; "),
+    }
+}
+
+/// How long until some cluster's token enters the warning window, so the
+/// mesh is looked at again then. `None` when no token will.
+pub fn until_expiry_warning(
+    status: &ClusterMeshStatus,
+    now: Timestamp,
+    window: Duration,
+) -> Option<Duration> {
+    let window = SignedDuration::try_from(window).unwrap_or(SignedDuration::MAX);
+    status
+        .clusters
+        .iter()
+        .filter_map(|c| c.credentials_expire.as_ref())
+        .map(|t| t.0.duration_since(now).saturating_sub(window))
+        .filter(|left| left.is_positive())
+        .min()
+        .and_then(|left| Duration::try_from(left).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(name: &str, expires: Option<i64>) -> api::ClusterStatus {
+        api::ClusterStatus {
+            name: name.into(),
+            credentials_expire: expires.map(|s| Time(Timestamp::from_second(s).unwrap())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tokens_near_or_past_expiry_are_warned_about_with_absolute_times() {
+        let now = Time(Timestamp::from_second(1_000_000).unwrap());
+        let day = 86_400;
+        let window = Duration::from_secs(14 * day as u64);
+        let clusters = [
+            cluster("a", None),
+            cluster("b", Some(1_000_000 + 30 * day)),
+            cluster("c", Some(1_000_000 + 3 * day)),
+            cluster("d", Some(1_000_000 - 1)),
+        ];
+        let condition = credentials_expiring(&clusters, &now, window);
+        assert!(condition.status);
+        assert!(
+            !condition.message.contains("cluster b"),
+            "{}",
+            condition.message
+        );
+        assert!(
+            condition
+                .message
+                .contains("cluster c: its token expires at 1970-01-"),
+            "{}",
+            condition.message
+        );
+        assert!(
+            condition
+                .message
+                .contains("cluster d: its token expired at"),
+            "{}",
+            condition.message
+        );
+        assert!(!credentials_expiring(&clusters[..2], &now, window).status);
+
+        let status = ClusterMeshStatus {
+            clusters: clusters[..2].to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(
+            until_expiry_warning(&status, now.0, window),
+            Some(Duration::from_secs(16 * day as u64))
+        );
+        assert_eq!(
+            until_expiry_warning(&ClusterMeshStatus::default(), now.0, window),
+            None
+        );
+    }
 }

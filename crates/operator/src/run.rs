@@ -77,6 +77,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub cleanup_timeout: Duration,
 
+    /// Set the CredentialsExpiring condition (and a Warning Event) this long
+    /// before a cluster's ServiceAccount token expires.
+    #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
+    pub credentials_expiry_warning: Duration,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KCM_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -126,6 +131,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         write_concurrency: usize::from(args.write_concurrency),
         limits,
         cleanup_timeout: args.cleanup_timeout,
+        credentials_expiry_warning: args.credentials_expiry_warning,
     };
     let run_controller = controller::run(client.clone(), settings, metrics, readiness);
     if !args.leader_election {

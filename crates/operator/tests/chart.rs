@@ -26,14 +26,16 @@ const CHART: &str = concat!(
 );
 const HELM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.tools/bin/helm");
 
-/// `helm template` of the chart in hub mode, as YAML documents.
-fn render() -> Vec<serde_yaml::Value> {
+/// `helm template` of the chart with `values` (`key=value`), as YAML
+/// documents.
+fn render(values: &[&str]) -> Vec<serde_yaml::Value> {
     assert!(
         Path::new(HELM).exists(),
         "{HELM} is missing: run `make tools`"
     );
     let output = std::process::Command::new(HELM)
         .args(["template", "kcm", CHART, "--namespace", NAMESPACE])
+        .args(values.iter().flat_map(|v| ["--set", v]))
         .output()
         .unwrap();
     assert!(
@@ -84,7 +86,7 @@ async fn the_charts_rbac_is_enough_to_mesh_two_clusters_and_no_more() {
     )
     .await;
 
-    let docs = render();
+    let docs = render(&[]);
     let hub = admin(&planes[0]);
     let namespaced = |ns: Option<&str>| ns.unwrap_or(NAMESPACE).to_owned();
     apply_all(&docs, |ns| {
@@ -165,5 +167,34 @@ async fn the_charts_rbac_is_enough_to_mesh_two_clusters_and_no_more() {
     assert!(
         matches!(denied, Err(kube::Error::Api(s)) if s.code == 403),
         "Secrets outside the watched namespace must be refused"
+    );
+}
+
+/// The chart's remote mode grants exactly what `connect` grants.
+#[test]
+fn the_charts_remote_role_is_the_one_connect_grants() {
+    let docs = render(&["mode=remote"]);
+    let role = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("ClusterRole"))
+        .unwrap();
+    let role: ClusterRole = serde_yaml::from_value(role.clone()).unwrap();
+    let granted = kilo_clustermesh_operator::connect::remote_role();
+    assert_eq!(role.metadata.name, granted.metadata.name);
+    assert_eq!(role.rules, granted.rules);
+}
+
+/// The chart ships the CRD that `kilo-clustermesh-operator crd` prints.
+#[test]
+fn the_charts_crd_is_what_the_crd_command_prints() {
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_kilo-clustermesh-operator"))
+        .arg("crd")
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let shipped = std::fs::read(format!("{CHART}/crds/clustermeshes.kilo.squat.ai.yaml")).unwrap();
+    assert!(
+        printed.stdout == shipped,
+        "the chart's crds/ is stale: run `make manifests`"
     );
 }

@@ -16,6 +16,7 @@ use k8s_openapi::{
 use std::num::NonZeroU32;
 
 use kilo_clustermesh_operator::{
+    connect,
     controller::{self, Settings},
     kubeconfig::KubeconfigPolicy,
     metrics::{Metrics, Readiness},
@@ -29,40 +30,13 @@ use testkit::ControlPlane;
 
 pub const NAMESPACE: &str = "kilo-system";
 
-/// The role a remote cluster grants the operator (see the spec).
-pub fn remote_role() -> ClusterRole {
-    let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
-        api_groups: Some(vec![group.into()]),
-        resources: Some(vec![resource.into()]),
-        verbs: verbs.iter().map(|v| v.to_string()).collect(),
-        ..Default::default()
-    };
-    ClusterRole {
-        metadata: ObjectMeta {
-            name: Some("kilo-clustermesh-remote".into()),
-            ..Default::default()
-        },
-        rules: Some(vec![
-            rule("", "nodes", &["get", "list", "watch"]),
-            rule(
-                "kilo.squat.ai",
-                "peers",
-                &[
-                    "get", "list", "watch", "create", "update", "patch", "delete",
-                ],
-            ),
-        ]),
-        ..Default::default()
-    }
-}
-
 /// Grants the remote role to a ServiceAccount on `remote` and stores a
 /// kubeconfig holding only its token as Secret `<name>-kubeconfig` on the hub.
 pub async fn connect(hub: &ControlPlane, remote: &ControlPlane, name: &str) {
     let admin = remote.admin_client();
     let pp = PostParams::default();
     Api::<ClusterRole>::all(admin.clone())
-        .create(&pp, &remote_role())
+        .create(&pp, &connect::remote_role())
         .await
         .unwrap();
     ensure_namespace(remote).await;
@@ -226,6 +200,7 @@ pub fn start_operator(hub: &ControlPlane) -> Operator {
             burst: NonZeroU32::new(400).unwrap(),
         },
         cleanup_timeout: Duration::from_secs(20),
+        credentials_expiry_warning: Duration::from_secs(14 * 86_400),
     };
     let metrics = Arc::new(Metrics::default());
     let task = tokio::spawn(controller::run(
