@@ -16,6 +16,7 @@ mkdir -p "$cache" "$bin"
 tools=(
   "kube-apiserver|kube-apiserver|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver"
   "kube-apiserver-1.28|kube-apiserver-1.28|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver"
+  "kubectl|kubectl|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kubectl"
   "etcd|etcd|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3"
   "helm|helm|helm.sh/helm/v3|helm.sh/helm/v3/cmd/helm"
   "helm-unittest|helm-unittest|github.com/helm-unittest/helm-unittest|github.com/helm-unittest/helm-unittest/cmd/helm-unittest"

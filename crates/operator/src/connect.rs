@@ -119,7 +119,7 @@ pub struct ConnectArgs {
     /// Accept a loopback server URL (127.0.0.1, ::1, localhost). Right only
     /// when the operator runs on the remote API server's own host, as in
     /// tests; from a pod, loopback is the pod itself.
-    #[arg(long)]
+    #[arg(long, env = "KCM_ALLOW_LOOPBACK_SERVER")]
     pub allow_loopback_server: bool,
 }
 
@@ -571,9 +571,9 @@ where
 async fn grant(args: &ConnectArgs, remote: &Side, create_namespace: bool) -> anyhow::Result<()> {
     let client = &remote.client;
     let ns = args.service_account_namespace.as_str();
-    let mut role = remote_role();
-    role.metadata.labels = Some([(WRITTEN_BY.0.into(), WRITTEN_BY.1.into())].into());
-    apply(remote, Api::all(client.clone()), &role).await?;
+    // No labels: the chart's remote mode makes the same objects with its own,
+    // and two owners agree only on identical fields.
+    apply(remote, Api::all(client.clone()), &remote_role()).await?;
     if create_namespace {
         let namespace = Namespace {
             metadata: ObjectMeta {

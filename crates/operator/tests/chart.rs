@@ -198,3 +198,26 @@ fn the_charts_crd_is_what_the_crd_command_prints() {
         "the chart's crds/ is stale: run `make manifests`"
     );
 }
+
+/// The image's user is the one the chart's Deployment runs as, so
+/// `runAsNonRoot` holds and the binary is the one the Deployment starts.
+#[test]
+fn the_image_runs_the_user_and_binary_the_chart_expects() {
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Dockerfile")).unwrap();
+    let docs = render(&[]);
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("Deployment"))
+        .unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let user = pod["securityContext"]["runAsUser"].as_u64().unwrap();
+    let group = pod["securityContext"]["runAsGroup"].as_u64().unwrap();
+    assert!(
+        dockerfile.contains(&format!("\nUSER {user}:{group}\n")),
+        "the Dockerfile's USER must be {user}:{group}"
+    );
+    assert!(dockerfile.contains("ENTRYPOINT [\"/kilo-clustermesh-operator\"]"));
+    let args = pod["containers"][0]["args"].as_sequence().unwrap();
+    assert_eq!(args[0].as_str(), Some("run"), "the chart starts `run`");
+}

@@ -20,31 +20,6 @@ use kilo_clustermesh_operator::{connect::REMOTE_ROLE, kubeconfig};
 use kube::{Api, api::PostParams};
 use testkit::ControlPlane;
 
-/// One kubeconfig file with a context per `(name, kubeconfig)`, the first
-/// current, as a user's merged `~/.kube/config` would be.
-fn contexts_file(dir: &Path, contexts: &[(&str, &str)]) -> std::path::PathBuf {
-    let mut clusters = Vec::new();
-    let mut users = Vec::new();
-    let mut named = Vec::new();
-    for (name, yaml) in contexts {
-        let config: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
-        clusters
-            .push(serde_json::json!({ "name": name, "cluster": config["clusters"][0]["cluster"] }));
-        users.push(serde_json::json!({ "name": name, "user": config["users"][0]["user"] }));
-        named.push(
-            serde_json::json!({ "name": name, "context": { "cluster": name, "user": name } }),
-        );
-    }
-    let merged = serde_json::json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": clusters, "users": users, "contexts": named,
-        "current-context": contexts[0].0,
-    });
-    let path = dir.join("config");
-    std::fs::write(&path, serde_yaml::to_string(&merged).unwrap()).unwrap();
-    path
-}
-
 async fn run_connect(kubeconfig: &Path, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_kilo-clustermesh-operator"))
         .arg("connect")

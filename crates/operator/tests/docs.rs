@@ -1,0 +1,225 @@
+//! The user guides run as written: every `sh` block of the pages below is
+//! executed with bash, the pinned kubectl and helm and the operator's binary,
+//! against real API servers whose kubeconfig contexts are named as in the
+//! docs (`hub`, `cluster-b`). A block no test can run here is listed in
+//! [`NOT_RUN`] with the reason, and a test fails for any other block.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use common::*;
+use testkit::ControlPlane;
+
+const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+/// Sections whose commands need what this machine cannot give, and why.
+const NOT_RUN: &[(&str, &str, &str)] = &[
+    (
+        "README.md",
+        "# kilo-clustermesh-operator",
+        "`make test` is what CI runs; `make demo` needs Kilo's agent (docs/design.md)",
+    ),
+    (
+        "docs/install.md",
+        "## The image",
+        "its base images come from a container registry, which the build machines do not reach",
+    ),
+    (
+        "docs/install.md",
+        "## From an OCI registry",
+        "needs a container registry, which the build machines do not reach",
+    ),
+    (
+        "docs/troubleshooting.md",
+        "## By reason",
+        "reads the operator's pod; the tests run the operator in-process",
+    ),
+];
+
+/// A user's path from nothing to a checked mesh, an upgrade, and back to
+/// nothing: the sections run, in order.
+const INSTALL_AND_CONNECT: &[(&str, &str)] = &[
+    ("docs/install.md", "## On the hub"),
+    ("docs/install.md", "## On each remote cluster"),
+    ("docs/connect.md", "## 1. Connect the remote"),
+    ("docs/connect.md", "## 2. Declare the mesh"),
+    ("docs/connect.md", "## 3. Check it"),
+    ("docs/status.md", "# Reading a ClusterMesh's status"),
+    ("docs/troubleshooting.md", "# Troubleshooting"),
+    ("docs/install.md", "## Upgrade"),
+    ("docs/install.md", "## Uninstall"),
+];
+
+/// The same without the operator's `connect`.
+const BY_HAND: &[(&str, &str)] = &[
+    ("docs/connect.md", "## By hand"),
+    ("docs/connect.md", "## 2. Declare the mesh"),
+    ("docs/connect.md", "## 3. Check it"),
+];
+
+/// Each `sh` block of a markdown page with the heading it is under.
+fn sh_blocks(page: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(format!("{REPO}/{page}")).unwrap();
+    let mut blocks = Vec::new();
+    let mut heading = String::new();
+    let mut block: Option<String> = None;
+    for line in text.lines() {
+        match &mut block {
+            Some(body) if line.starts_with("```") => {
+                blocks.push((heading.clone(), std::mem::take(body)));
+                block = None;
+            }
+            Some(body) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            None if line.starts_with("```sh") => block = Some(String::new()),
+            None if line.starts_with('#') => heading = line.to_owned(),
+            None => {}
+        }
+    }
+    blocks
+}
+
+/// The commands of each `(page, heading)` section, in that order.
+fn script(sections: &[(&str, &str)]) -> String {
+    sections
+        .iter()
+        .flat_map(|(page, section)| {
+            let blocks = sh_blocks(page);
+            assert!(
+                blocks.iter().any(|(h, _)| h.starts_with(section)),
+                "{page} has no commands under {section:?}"
+            );
+            blocks
+                .into_iter()
+                .filter(move |(heading, _)| heading.starts_with(section))
+                .map(|(_, body)| body)
+        })
+        .collect()
+}
+
+/// Runs `script` with bash (stopping at the first failing command) as a user
+/// would: the given kubeconfig, the operator and the pinned tools on PATH,
+/// from the repository root.
+async fn run(script: &str, kubeconfig: &Path, home: &Path) -> String {
+    assert!(!script.trim().is_empty(), "no commands found");
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_kilo-clustermesh-operator"));
+    let path = format!(
+        "{}:{REPO}/.tools/bin:{}",
+        binary.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(REPO)
+        .env("PATH", path)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", home)
+        // The test's API servers are on loopback, and so is the operator.
+        .env("KCM_ALLOW_LOOPBACK_SERVER", "true")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "the docs' commands failed:\n{script}\n--- output ---\n{said}"
+    );
+    said
+}
+
+/// A hub and a remote with Kilo-annotated nodes whose ranges match the
+/// docs' example mesh, and a kubeconfig with the docs' context names.
+async fn clusters(dir: &Path) -> (Vec<ControlPlane>, PathBuf) {
+    let planes = ControlPlane::start_many(2).await.unwrap();
+    create_node(&planes[0], &kilo_node(1, 0)).await;
+    create_node(&planes[1], &kilo_node(2, 0)).await;
+    create_node(&planes[1], &kilo_node(2, 1)).await;
+    let kubeconfig = contexts_file(
+        dir,
+        &[
+            ("hub", planes[0].admin_kubeconfig()),
+            ("cluster-b", planes[1].admin_kubeconfig()),
+        ],
+    );
+    (planes, kubeconfig)
+}
+
+async fn assert_meshed(planes: &[ControlPlane]) {
+    eventually("the docs' mesh peered", Duration::from_secs(30), || async {
+        peer_names(&planes[0]).await == ["cluster-b.node-0", "cluster-b.node-1"]
+            && peer_names(&planes[1]).await == ["hub.node-0"]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_then_connect_then_check_as_the_docs_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let (planes, kubeconfig) = clusters(dir.path()).await;
+    let commands = script(INSTALL_AND_CONNECT);
+    // The chart's Deployment cannot start here (no kubelet); the operator runs
+    // in-process against the hub instead.
+    let _operator = start_operator(&planes[0]);
+    let said = run(&commands, &kubeconfig, dir.path()).await;
+    assert!(
+        said.contains("ClusterMesh kilo-system/mesh: Ready (2 clusters, 3 peers, 0 nodes skipped)"),
+        "{said}"
+    );
+    // The uninstall deleted the mesh, and its finalizer its Peers everywhere.
+    assert!(peer_names(&planes[0]).await.is_empty(), "{said}");
+    assert!(peer_names(&planes[1]).await.is_empty(), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manual_procedure_works_as_the_docs_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let (planes, kubeconfig) = clusters(dir.path()).await;
+    ensure_namespace(&planes[0]).await;
+    let commands = script(BY_HAND);
+    let _operator = start_operator(&planes[0]);
+    run(&commands, &kubeconfig, dir.path()).await;
+    assert_meshed(&planes).await;
+}
+
+#[test]
+fn every_command_in_the_docs_is_run_or_says_why_not() {
+    let mut pages = vec!["README.md".to_owned()];
+    for entry in std::fs::read_dir(format!("{REPO}/docs")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") {
+            pages.push(format!("docs/{name}"));
+        }
+    }
+    let mut unrun = Vec::new();
+    for page in &pages {
+        for (heading, _) in sh_blocks(page) {
+            let run = INSTALL_AND_CONNECT
+                .iter()
+                .chain(BY_HAND)
+                .any(|(p, s)| p == page && heading.starts_with(s));
+            let excused = NOT_RUN
+                .iter()
+                .any(|(p, s, _)| p == page && heading.starts_with(s));
+            if !run && !excused {
+                unrun.push(format!("{page}: {heading}"));
+            }
+        }
+    }
+    assert!(
+        unrun.is_empty(),
+        "sh blocks no test runs (run them in tests/docs.rs, or list them in NOT_RUN with why): {unrun:#?}"
+    );
+}
