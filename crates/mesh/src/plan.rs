@@ -1,7 +1,10 @@
 //! `plan`: from the spec and the observed clusters to the Peers every cluster
 //! must hold and the writes that get them there.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use api::{ClusterMeshSpec, PeerSpec};
 use ipnet::IpNet;
@@ -41,8 +44,9 @@ pub struct DesiredPeer {
 /// The writes one cluster needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterWrites {
-    /// Peers to create or change (server-side apply).
-    pub apply: Vec<DesiredPeer>,
+    /// Peers to create or change (server-side apply); shared with
+    /// [`Plan::desired`], since a cold start at scale writes every one.
+    pub apply: Vec<Arc<DesiredPeer>>,
     /// Names of owned Peers to delete.
     pub delete: Vec<String>,
 }
@@ -94,7 +98,7 @@ pub struct Report {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Per cluster: every Peer this mesh wants there, by name.
-    pub desired: BTreeMap<String, BTreeMap<String, DesiredPeer>>,
+    pub desired: BTreeMap<String, BTreeMap<String, Arc<DesiredPeer>>>,
     /// Per readable cluster: the writes that differ from what it holds.
     pub writes: BTreeMap<String, ClusterWrites>,
     pub report: Report,
@@ -171,7 +175,7 @@ pub fn plan(
     let mut writes = BTreeMap::new();
     let mut peer_conflicts = Vec::new();
     for target in &clusters {
-        let wanted: BTreeMap<String, DesiredPeer> = clusters
+        let wanted: BTreeMap<String, Arc<DesiredPeer>> = clusters
             .iter()
             .filter(|source| source.name != target.name && observation(&source.name).is_observed())
             .flat_map(|source| {
@@ -180,7 +184,7 @@ pub fn plan(
                     .values()
                     .map(move |node| desired_peer(identity, mesh, source, s, node))
             })
-            .map(|peer| (peer.name.clone(), peer))
+            .map(|peer| (peer.name.clone(), Arc::new(peer)))
             .collect();
         if let Observation::Observed(view) = observation(&target.name) {
             let (cluster_writes, conflicts) = diff(&target.name, view, &wanted, mesh, |source| {
@@ -349,7 +353,7 @@ fn desired_peer(
 fn diff(
     target: &str,
     view: &ClusterView,
-    wanted: &BTreeMap<String, DesiredPeer>,
+    wanted: &BTreeMap<String, Arc<DesiredPeer>>,
     mesh: &str,
     kept_source: impl Fn(&str) -> bool,
 ) -> (ClusterWrites, Vec<PeerConflict>) {

@@ -1,11 +1,14 @@
 //! Apply: send the Peer writes a plan asks for, and nothing else.
 
+use std::sync::Arc;
+
 use api::Peer;
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions},
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, Preconditions},
 };
+use mesh::DesiredPeer;
 
 /// The one field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "kilo-clustermesh-operator";
@@ -36,7 +39,7 @@ pub struct WriteError {
 pub async fn write_peers(
     client: &Client,
     cluster: &str,
-    apply: Vec<Peer>,
+    apply: &[Arc<DesiredPeer>],
     delete: Vec<PeerDeletion>,
     concurrency: usize,
 ) -> Result<usize, WriteError> {
@@ -50,14 +53,16 @@ pub async fn write_peers(
             source,
         }
     };
-    let applies = stream::iter(apply).map(|peer| {
+    let applies = stream::iter(apply.iter().cloned()).map(|desired| {
         let (api, params) = (&api, &params);
         async move {
-            let name = peer.name_any();
-            api.patch(&name, params, &Patch::Apply(&peer))
+            // Built as it is sent: at scale, every Peer at once would be
+            // the largest allocation of a pass.
+            let peer = to_peer(&desired);
+            api.patch(&desired.name, params, &Patch::Apply(&peer))
                 .await
                 .map(drop)
-                .map_err(fail(name))
+                .map_err(fail(desired.name.clone()))
         }
     });
     applies
@@ -118,6 +123,18 @@ pub async fn delete_labelled_peers(
         })
         .collect::<Vec<_>>();
     let count = deletions.len();
-    write_peers(client, cluster, Vec::new(), deletions, concurrency).await?;
+    write_peers(client, cluster, &[], deletions, concurrency).await?;
     Ok(count)
+}
+
+/// The Peer object for a planned Peer.
+fn to_peer(desired: &DesiredPeer) -> Peer {
+    let mut peer = Peer::new(&desired.name, desired.spec.clone());
+    peer.metadata = ObjectMeta {
+        name: Some(desired.name.clone()),
+        labels: Some(desired.labels.clone()),
+        annotations: Some(desired.annotations.clone()),
+        ..ObjectMeta::default()
+    };
+    peer
 }

@@ -33,11 +33,12 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::{
     apply::{self, FIELD_MANAGER, PeerDeletion, WriteError},
+    client,
     clusters::{ClusterRegistry, ClusterSource, WatchedCluster},
     kubeconfig::{self, KubeconfigError, KubeconfigPolicy},
     metrics::{ClusterLabels, ErrorLabels, MeshLabels, Metrics, Readiness, WriteLabels},
     observe::{self, Resolved},
-    rate_limit::{self, Limits},
+    rate_limit::Limits,
     report,
 };
 
@@ -261,8 +262,10 @@ impl Context {
             tracing::debug!(mesh = %mesh_ref, "waiting for clusters to be listed");
             return Ok(Action::requeue(SYNC_WAIT));
         }
+        let stage = self.metrics.stage_done("observe", started);
         let identity = observe::identity(mesh);
         let plan = mesh::plan(&mesh.spec, &identity, &self.plan_settings(), &observations);
+        let stage = self.metrics.stage_done("plan", stage);
         self.metrics
             .cidr_conflicts
             .get_or_create(&labels)
@@ -278,6 +281,7 @@ impl Context {
                     _ => None,
                 });
         let results = join_all(writes).await;
+        let stage = self.metrics.stage_done("apply", stage);
         let mut written = BTreeMap::new();
         let mut first_error = None;
         for (cluster, result) in results {
@@ -312,6 +316,7 @@ impl Context {
             self.settings.credentials_expiry_warning,
         );
         self.report(mesh, &previous, &status, &labels).await?;
+        self.metrics.stage_done("report", stage);
         self.metrics
             .reconcile_duration
             .observe(started.elapsed().as_secs_f64());
@@ -394,7 +399,13 @@ impl Context {
             Ok(config) => config,
             Err(error) => return Resolved::Unusable(describe(error)),
         };
-        match rate_limit::client(config, self.settings.limits) {
+        let label = format!("{namespace}/{}", reference.name);
+        match client::build(
+            config,
+            self.settings.limits,
+            &self.metrics.kube_requests,
+            &label,
+        ) {
             Ok(client) => Resolved::Watched {
                 cluster: self.registry.cluster(&source, || client),
                 credentials_expire,
@@ -411,11 +422,6 @@ impl Context {
         watched: &WatchedCluster,
         writes: &mesh::ClusterWrites,
     ) -> (String, Result<usize, WriteError>) {
-        let apply = writes
-            .apply
-            .iter()
-            .map(observe::to_peer)
-            .collect::<Vec<_>>();
         let delete = writes
             .delete
             .iter()
@@ -428,7 +434,7 @@ impl Context {
                 }
             })
             .collect::<Vec<_>>();
-        for (op, n) in [("apply", apply.len()), ("delete", delete.len())] {
+        for (op, n) in [("apply", writes.apply.len()), ("delete", delete.len())] {
             let labels = WriteLabels {
                 cluster: cluster.to_owned(),
                 op,
@@ -441,7 +447,7 @@ impl Context {
         let result = apply::write_peers(
             &watched.client,
             cluster,
-            apply,
+            &writes.apply,
             delete,
             self.settings.write_concurrency,
         )

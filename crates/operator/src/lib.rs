@@ -3,6 +3,7 @@
 //! clusters, applies the plan and reports.
 
 pub mod apply;
+pub mod client;
 pub mod clusters;
 pub mod connect;
 pub mod controller;

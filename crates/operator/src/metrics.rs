@@ -2,9 +2,12 @@
 //!
 //! Metric names are documented in `docs/metrics.md`; keep both in step.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
@@ -35,6 +38,22 @@ pub struct WriteLabels {
     pub op: &'static str,
 }
 
+/// Labels of requests sent to an API server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `local`, or the `namespace/name` of the Secret a remote's client came from.
+    pub client: String,
+    /// `get` (also lists), `watch`, `create`, `patch`, `update`, `delete`.
+    pub verb: &'static str,
+}
+
+/// Labels of the stages of a pass.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `observe`, `plan`, `apply` or `report`.
+    pub stage: &'static str,
+}
+
 /// Labels of failures, by the error's `metric_label`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -47,11 +66,13 @@ pub struct Metrics {
     pub reconciles: Family<MeshLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Histogram,
+    pub stage_duration: Family<StageLabels, Histogram, fn() -> Histogram>,
     pub peer_writes: Family<WriteLabels, Counter>,
     pub cluster_reachable: Family<ClusterLabels, Gauge>,
     pub cluster_peers: Family<ClusterLabels, Gauge>,
     pub cluster_skipped_nodes: Family<ClusterLabels, Gauge>,
     pub cidr_conflicts: Family<MeshLabels, Gauge>,
+    pub kube_requests: Family<RequestLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -59,14 +80,17 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("kilo_clustermesh");
         let reconciles = Family::<MeshLabels, Counter>::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        let reconcile_duration = Histogram::new([
-            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]);
+        let reconcile_duration = pass_histogram();
+        let stage_duration =
+            Family::<StageLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                pass_histogram,
+            );
         let peer_writes = Family::<WriteLabels, Counter>::default();
         let cluster_reachable = Family::<ClusterLabels, Gauge>::default();
         let cluster_peers = Family::<ClusterLabels, Gauge>::default();
         let cluster_skipped_nodes = Family::<ClusterLabels, Gauge>::default();
         let cidr_conflicts = Family::<MeshLabels, Gauge>::default();
+        let kube_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconcile passes per mesh",
@@ -81,6 +105,11 @@ impl Default for Metrics {
             "reconcile_duration_seconds",
             "Duration of reconcile passes",
             reconcile_duration.clone(),
+        );
+        registry.register(
+            "stage_duration_seconds",
+            "Time spent in each stage of reconcile passes",
+            stage_duration.clone(),
         );
         registry.register(
             "peer_writes",
@@ -107,21 +136,45 @@ impl Default for Metrics {
             "Overlapping CIDR pairs in the mesh's spec",
             cidr_conflicts.clone(),
         );
+        registry.register(
+            "kube_requests",
+            "Requests sent to Kubernetes API servers, per client and verb",
+            kube_requests.clone(),
+        );
         Self {
             registry,
             reconciles,
             reconcile_errors,
             reconcile_duration,
+            stage_duration,
             peer_writes,
             cluster_reachable,
             cluster_peers,
             cluster_skipped_nodes,
             cidr_conflicts,
+            kube_requests,
         }
     }
 }
 
+/// Buckets for a pass or a stage of one: from a millisecond to a minute.
+fn pass_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ])
+}
+
 impl Metrics {
+    /// Records that `stage` of a pass took from `since` until now, and
+    /// returns now, where the next stage starts.
+    pub fn stage_done(&self, stage: &'static str, since: Instant) -> Instant {
+        let now = Instant::now();
+        self.stage_duration
+            .get_or_create(&StageLabels { stage })
+            .observe(now.duration_since(since).as_secs_f64());
+        now
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn render(&self) -> String {
         let mut out = String::new();

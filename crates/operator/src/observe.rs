@@ -1,15 +1,12 @@
 //! Observe, the part a pass does: turns the watched clusters' caches into
-//! the plain inputs of `mesh::plan`, and a planned Peer into the object
-//! written.
+//! the plain inputs of `mesh::plan`.
 
 use std::sync::Arc;
 
 use api::{ClusterMesh, Peer};
 use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::apis::meta::v1::Time};
-use kube::{ResourceExt, api::ObjectMeta};
-use mesh::{
-    ClusterView, DesiredPeer, MeshIdentity, NodeView, Observation, ObservedPeer, Unreachable,
-};
+use kube::ResourceExt;
+use mesh::{ClusterView, MeshIdentity, NodeView, Observation, ObservedPeer, Unreachable};
 
 use crate::clusters::WatchedCluster;
 
@@ -118,16 +115,4 @@ fn observed_peer(peer: &Peer) -> ObservedPeer {
         annotations: peer.annotations().clone(),
         spec: peer.spec.clone(),
     }
-}
-
-/// The Peer object for a planned Peer.
-pub fn to_peer(desired: &DesiredPeer) -> Peer {
-    let mut peer = Peer::new(&desired.name, desired.spec.clone());
-    peer.metadata = ObjectMeta {
-        name: Some(desired.name.clone()),
-        labels: Some(desired.labels.clone()),
-        annotations: Some(desired.annotations.clone()),
-        ..ObjectMeta::default()
-    };
-    peer
 }

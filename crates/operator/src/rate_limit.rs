@@ -77,12 +77,6 @@ where
     }
 }
 
-/// A client for `config` whose requests are rate limited.
-pub fn client(config: kube::Config, limits: Limits) -> Result<kube::Client, kube::Error> {
-    let builder = kube::client::ClientBuilder::try_from(config)?;
-    Ok(builder.with_layer(&RateLimitLayer::new(limits)).build())
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};

@@ -7,10 +7,11 @@ use clap::{Args, ValueEnum};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::{
+    client,
     controller::{self, Settings},
     kubeconfig::KubeconfigPolicy,
     metrics::{self, Metrics, Readiness},
-    rate_limit::{self, Limits},
+    rate_limit::Limits,
 };
 
 /// Flags of `kilo-clustermesh-operator run`.
@@ -104,9 +105,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = kube::Config::infer()
         .await
         .context("finding the local cluster (in-cluster config or KUBECONFIG)")?;
-    let client =
-        rate_limit::client(config, limits).context("building the local cluster's client")?;
     let metrics = Arc::new(Metrics::default());
+    let client = client::build(config, limits, &metrics.kube_requests, "local")
+        .context("building the local cluster's client")?;
     let readiness = Readiness::default();
 
     let listener = tokio::net::TcpListener::bind(args.metrics_address)

@@ -11,21 +11,7 @@ use std::{net::TcpListener, time::Duration};
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use testkit::ControlPlane;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn http_get(port: u16, path: &str) -> String {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return String::new();
-    };
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return String::new();
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response).await;
-    response
-}
+use testkit::{ControlPlane, http_get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_elects_a_leader_serves_metrics_and_meshes_two_clusters() {
@@ -93,4 +79,20 @@ async fn the_binary_elects_a_leader_serves_metrics_and_meshes_two_clusters() {
             && metrics.contains("kilo_clustermesh_peer_writes_total{cluster=\"a\",op=\"apply\"} 1")
     })
     .await;
+    // What the operator costs each API server, and where its passes spend
+    // their time.
+    let metrics = http_get(port, "/metrics").await;
+    for sample in [
+        r#"kilo_clustermesh_kube_requests_total{client="local",verb="watch"}"#,
+        r#"kilo_clustermesh_kube_requests_total{client="local",verb="patch"}"#,
+        r#"kilo_clustermesh_kube_requests_total{client="kilo-system/b-kubeconfig",verb="watch"}"#,
+        r#"kilo_clustermesh_kube_requests_total{client="kilo-system/b-kubeconfig",verb="patch"}"#,
+        r#"kilo_clustermesh_stage_duration_seconds_count{stage="plan"}"#,
+        r#"kilo_clustermesh_stage_duration_seconds_count{stage="apply"}"#,
+    ] {
+        assert!(
+            metrics.contains(sample),
+            "{sample} missing from:\n{metrics}"
+        );
+    }
 }

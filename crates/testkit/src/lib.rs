@@ -16,9 +16,12 @@
 //! them down.
 
 mod control_plane;
+mod http;
 mod kubeconfig;
 mod pki;
 mod process;
 mod tools;
 
 pub use control_plane::{ControlPlane, Error, client_from_yaml};
+pub use http::http_get;
+pub use tools::binary as tool;
