@@ -7,7 +7,7 @@ CRD := charts/kilo-clustermesh-operator/crds/clustermeshes.kilo.squat.ai.yaml
 CHART := charts/kilo-clustermesh-operator
 HELM := .tools/bin/helm
 
-.PHONY: demo test test-compat test-chart lint tools manifests build clean-tools
+.PHONY: demo test test-compat test-chart lint tools manifests build bench clean-tools
 
 ## demo: real control planes + the operator + a real WireGuard data path, on this machine
 demo:
@@ -42,6 +42,12 @@ tools:
 ## manifests: regenerate the CRD from the Rust types
 manifests:
 	$(CARGO) run -q -p kilo-clustermesh-operator -- crd > $(CRD)
+
+## bench: convergence, scale and steady-state figures on real API servers (docs/performance.md);
+## BENCH_ARGS="--nodes 100,1000 --churn-duration 1m" runs a shorter set
+bench: tools
+	$(CARGO) build --release -p kilo-clustermesh-operator -p kilo-clustermesh-bench
+	target/release/kilo-clustermesh-bench $(BENCH_ARGS)
 
 ## build: the release binary
 build:
