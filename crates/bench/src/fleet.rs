@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, Peer, SecretKeyRef};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeCondition, NodeSpec, NodeStatus};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
@@ -51,7 +51,7 @@ impl Fleet {
             let path = dir.path().join(format!("{name}.kubeconfig"));
             std::fs::write(&path, plane.admin_kubeconfig())?;
             kubeconfigs.push(path);
-            ensure_namespace(&plane.admin_client()).await?;
+            plane.ensure_namespace(NAMESPACE).await?;
         }
         let fleet = Self {
             planes,
@@ -191,24 +191,6 @@ impl Fleet {
             .list(&ListParams::default())
             .await?
             .items)
-    }
-}
-
-async fn ensure_namespace(client: &Client) -> anyhow::Result<()> {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(NAMESPACE.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => Err(error.into()),
     }
 }
 

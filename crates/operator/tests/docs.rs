@@ -36,6 +36,11 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
         "needs a container registry, which the build machines do not reach",
     ),
     (
+        "docs/performance.md",
+        "# Performance",
+        "the benchmark takes about 18 minutes on 2 cores: `make bench` runs it, `make test` does not",
+    ),
+    (
         "docs/troubleshooting.md",
         "## By reason",
         "reads the operator's pod; the tests run the operator in-process",

@@ -10,7 +10,7 @@ use api::{ClusterMesh, Peer};
 use k8s_openapi::{
     api::{
         authentication::v1::{TokenRequest, TokenRequestSpec},
-        core::v1::ServiceAccount,
+        core::v1::{Namespace, ServiceAccount},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -222,6 +222,25 @@ impl ControlPlane {
     /// A client for the admin.
     pub fn admin_client(&self) -> Client {
         self.admin.clone()
+    }
+
+    /// Creates the namespace `name` unless it exists.
+    pub async fn ensure_namespace(&self, name: &str) -> Result<(), Error> {
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match Api::<Namespace>::all(self.admin_client())
+            .create(&PostParams::default(), &namespace)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Creates the ServiceAccount `namespace/name` if it is missing, mints a

@@ -9,7 +9,7 @@ use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, Peer, fixtures::kilo_annot
 use k8s_openapi::{
     ByteString,
     api::{
-        core::v1::{Namespace, Node, NodeCondition, NodeSpec, NodeStatus, Secret},
+        core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Secret},
         rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
     },
 };
@@ -140,21 +140,7 @@ pub async fn create_node(plane: &ControlPlane, node: &Node) {
 
 /// Creates the operator's namespace unless it exists.
 pub async fn ensure_namespace(plane: &ControlPlane) {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(NAMESPACE.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match Api::<Namespace>::all(plane.admin_client())
-        .create(&PostParams::default(), &namespace)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => panic!("creating namespace {NAMESPACE}: {error}"),
-    }
+    plane.ensure_namespace(NAMESPACE).await.unwrap();
 }
 
 pub async fn create_mesh(
