@@ -11,20 +11,11 @@ use std::{net::TcpListener, time::Duration};
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use testkit::{ControlPlane, http_get};
+use testkit::http_get;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_elects_a_leader_serves_metrics_and_meshes_two_clusters() {
-    let planes = ControlPlane::start_many(2).await.unwrap();
-    create_node(&planes[0], &kilo_node(1, 0)).await;
-    create_node(&planes[1], &kilo_node(2, 0)).await;
-    connect(&planes[0], &planes[1], "b").await;
-    create_mesh(
-        &planes[0],
-        "mesh",
-        vec![entry("a", 1, true), entry("b", 2, false)],
-    )
-    .await;
+    let planes = two_cluster_mesh().await;
 
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("hub.kubeconfig");

@@ -18,7 +18,6 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use serde::{Deserialize, de::DeserializeOwned};
-use testkit::ControlPlane;
 
 const CHART: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -75,16 +74,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_charts_rbac_is_enough_to_mesh_two_clusters_and_no_more() {
-    let planes = ControlPlane::start_many(2).await.unwrap();
-    create_node(&planes[0], &kilo_node(1, 0)).await;
-    create_node(&planes[1], &kilo_node(2, 0)).await;
-    connect(&planes[0], &planes[1], "b").await;
-    create_mesh(
-        &planes[0],
-        "mesh",
-        vec![entry("a", 1, true), entry("b", 2, false)],
-    )
-    .await;
+    let planes = two_cluster_mesh().await;
 
     let docs = render(&[]);
     let hub = admin(&planes[0]);

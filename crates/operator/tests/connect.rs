@@ -21,14 +21,7 @@ use kube::{Api, api::PostParams};
 use testkit::ControlPlane;
 
 async fn run_connect(kubeconfig: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_kilo-clustermesh-operator"))
-        .arg("connect")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap()
+    run_binary("connect", kubeconfig, args).await
 }
 
 fn stderr(output: &Output) -> String {

@@ -9,17 +9,9 @@ mod common;
 use std::{path::Path, process::Output, time::Duration};
 
 use common::*;
-use testkit::ControlPlane;
 
 async fn run_status(kubeconfig: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_kilo-clustermesh-operator"))
-        .arg("status")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap()
+    run_binary("status", kubeconfig, args).await
 }
 
 fn text(output: &Output) -> String {
@@ -32,16 +24,7 @@ fn text(output: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_each_cluster_and_exits_with_the_meshs_health() {
-    let mut planes = ControlPlane::start_many(2).await.unwrap();
-    create_node(&planes[0], &kilo_node(1, 0)).await;
-    create_node(&planes[1], &kilo_node(2, 0)).await;
-    connect(&planes[0], &planes[1], "b").await;
-    create_mesh(
-        &planes[0],
-        "mesh",
-        vec![entry("a", 1, true), entry("b", 2, false)],
-    )
-    .await;
+    let mut planes = two_cluster_mesh().await;
     let _operator = start_operator(&planes[0]);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("hub.kubeconfig");

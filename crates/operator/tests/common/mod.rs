@@ -157,6 +157,39 @@ pub async fn create_mesh(
         .unwrap()
 }
 
+/// Two clusters, `a` (the hub) and `b` (connected through a least-privilege
+/// token), one Kilo node each, and the ClusterMesh `mesh` joining them.
+pub async fn two_cluster_mesh() -> Vec<ControlPlane> {
+    let planes = ControlPlane::start_many(2).await.unwrap();
+    create_node(&planes[0], &kilo_node(1, 0)).await;
+    create_node(&planes[1], &kilo_node(2, 0)).await;
+    connect(&planes[0], &planes[1], "b").await;
+    create_mesh(
+        &planes[0],
+        "mesh",
+        vec![entry("a", 1, true), entry("b", 2, false)],
+    )
+    .await;
+    planes
+}
+
+/// Runs `kilo-clustermesh-operator <command> <args>` as a user would, with
+/// `kubeconfig` as $KUBECONFIG.
+pub async fn run_binary(
+    command: &str,
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kilo-clustermesh-operator"))
+        .arg(command)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap()
+}
+
 /// Runs the controller against `hub` until the returned handle is dropped.
 pub struct Operator {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
