@@ -12,7 +12,12 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde::Serialize;
 
-use crate::{fleet::Fleet, stats::Summary, watch::Arrivals};
+use crate::{
+    fleet::Fleet,
+    operator::{Operator, Stages},
+    stats::Summary,
+    watch::Arrivals,
+};
 
 /// How long one event may take before the run is given up.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,11 +29,14 @@ pub struct Latency {
     pub node_added: Summary,
     /// Node deleted → its Peer gone from both other clusters.
     pub node_deleted: Summary,
+    /// The operator's passes meanwhile, and their time per stage.
+    pub passes: f64,
+    pub stage_seconds: Stages,
 }
 
 /// Creates and deletes `events` probe nodes one after the other, round
 /// robin over the clusters.
-pub async fn run(fleet: &Fleet, events: usize) -> anyhow::Result<Latency> {
+pub async fn run(fleet: &Fleet, operator: &mut Operator, events: usize) -> anyhow::Result<Latency> {
     let clusters = fleet.names().len();
     let nodes: Vec<Arrivals> = (0..clusters)
         .map(|c| Arrivals::start::<Node>(fleet.client(c)))
@@ -49,6 +57,7 @@ pub async fn run(fleet: &Fleet, events: usize) -> anyhow::Result<Latency> {
             );
         }
     }
+    let before = operator.sample().await?;
     let (mut added, mut deleted) = (Vec::new(), Vec::new());
     for event in 0..events {
         let source = event % clusters;
@@ -75,10 +84,13 @@ pub async fn run(fleet: &Fleet, events: usize) -> anyhow::Result<Latency> {
         let gone = latest(&others, &peer, Arrivals::disappeared).await?;
         deleted.push(gone.saturating_duration_since(removed));
     }
+    let during = operator.sample().await?.since(&before);
     Ok(Latency {
         nodes_per_cluster: fleet.node_count(),
         node_added: Summary::of(&added),
         node_deleted: Summary::of(&deleted),
+        passes: during.reconciles,
+        stage_seconds: during.stages,
     })
 }
 

@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         let (mut cold, mut running) = cold_start::run(&fleet, &binary, &mesh, &log).await?;
         eprintln!("bench: cold start 3x{nodes}: {:.2} s", cold.seconds);
         if nodes == args.latency_nodes && args.events > 0 {
-            results.latency = Some(latency::run(&fleet, args.events).await?);
+            results.latency = Some(latency::run(&fleet, &mut running, args.events).await?);
             eprintln!("bench: latency measured");
         }
         if nodes == args.churn_nodes && !args.churn_duration.is_zero() {

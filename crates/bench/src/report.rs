@@ -145,6 +145,16 @@ impl Results {
                     s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms, s.mean_ms
                 );
             }
+            let per_pass = |seconds: f64| seconds * 1e3 / l.passes.max(1.0);
+            let _ = writeln!(
+                out,
+                "{} passes; per pass: observe {:.1} ms, plan {:.1} ms, apply {:.1} ms, report {:.1} ms",
+                l.passes,
+                per_pass(l.stage_seconds.observe),
+                per_pass(l.stage_seconds.plan),
+                per_pass(l.stage_seconds.apply),
+                per_pass(l.stage_seconds.report)
+            );
         }
         if let Some(c) = &self.churn {
             let _ = writeln!(

@@ -171,20 +171,29 @@ pub fn plan(
         reports.push(report);
     }
 
+    // A node's Peer is the same on every other cluster: built once, shared.
+    let peers_of: BTreeMap<&str, Vec<Arc<DesiredPeer>>> = clusters
+        .iter()
+        .filter(|source| observation(&source.name).is_observed())
+        .map(|source| {
+            let s = &sources[&source.name];
+            let peers = s
+                .eligible
+                .values()
+                .map(|node| Arc::new(desired_peer(identity, mesh, source, s, node)))
+                .collect();
+            (source.name.as_str(), peers)
+        })
+        .collect();
     let mut desired = BTreeMap::new();
     let mut writes = BTreeMap::new();
     let mut peer_conflicts = Vec::new();
     for target in &clusters {
-        let wanted: BTreeMap<String, Arc<DesiredPeer>> = clusters
+        let wanted: BTreeMap<String, Arc<DesiredPeer>> = peers_of
             .iter()
-            .filter(|source| source.name != target.name && observation(&source.name).is_observed())
-            .flat_map(|source| {
-                let s = &sources[&source.name];
-                s.eligible
-                    .values()
-                    .map(move |node| desired_peer(identity, mesh, source, s, node))
-            })
-            .map(|peer| (peer.name.clone(), Arc::new(peer)))
+            .filter(|(source, _)| **source != target.name)
+            .flat_map(|(_, peers)| peers)
+            .map(|peer| (peer.name.clone(), peer.clone()))
             .collect();
         if let Observation::Observed(view) = observation(&target.name) {
             let (cluster_writes, conflicts) = diff(&target.name, view, &wanted, mesh, |source| {
