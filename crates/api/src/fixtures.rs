@@ -47,3 +47,34 @@ pub fn kilo_annotations(k: u8, i: u8) -> std::collections::BTreeMap<String, Stri
         ("kilo.squat.ai/granularity".into(), "full".into()),
     ])
 }
+
+/// A Ready node `name` with these annotations and `spec.podCIDRs`.
+pub fn ready_node(
+    name: &str,
+    annotations: std::collections::BTreeMap<String, String>,
+    pod_cidrs: Vec<String>,
+) -> k8s_openapi::api::core::v1::Node {
+    use k8s_openapi::{
+        api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus},
+        apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    };
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidrs: Some(pod_cidrs),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    }
+}

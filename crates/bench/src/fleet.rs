@@ -10,13 +10,13 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, Peer, SecretKeyRef};
+use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, Peer, SecretKeyRef, fixtures::ready_node};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
+use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use testkit::ControlPlane;
 
@@ -235,26 +235,13 @@ pub fn node(cluster: usize, name: &str, i: u32) -> Node {
         ("kilo.squat.ai/granularity".to_owned(), "full".to_owned()),
         ("kilo.squat.ai/last-seen".to_owned(), unix_now().to_string()),
     ]);
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            annotations: Some(annotations),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: Some(format!("{}/26", Ipv4Addr::from(pod_base))),
-            pod_cidrs: Some(vec![format!("{}/26", Ipv4Addr::from(pod_base))]),
-            ..Default::default()
-        }),
-        status: Some(NodeStatus {
-            conditions: Some(vec![NodeCondition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
+    let pod_cidr = format!("{}/26", Ipv4Addr::from(pod_base));
+    let mut node = ready_node(name, annotations, vec![pod_cidr.clone()]);
+    // Kilo (and so the manual procedure) reads the singular field.
+    if let Some(spec) = node.spec.as_mut() {
+        spec.pod_cidr = Some(pod_cidr);
     }
+    node
 }
 
 pub fn unix_now() -> u64 {

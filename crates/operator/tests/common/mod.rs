@@ -5,11 +5,14 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 pub use api::fixtures::{cluster_entry as entry, wireguard_key as key};
-use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, Peer, fixtures::kilo_annotations};
+use api::{
+    ClusterEntry, ClusterMesh, ClusterMeshSpec, Peer,
+    fixtures::{kilo_annotations, ready_node},
+};
 use k8s_openapi::{
     ByteString,
     api::{
-        core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Secret},
+        core::v1::{Node, Secret},
         rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
     },
 };
@@ -106,29 +109,13 @@ pub async fn put_secret(hub: &ControlPlane, name: &str, kubeconfig: &str) {
 
 /// Node `node-<i>` of cluster number `k`, annotated as Kilo annotates it.
 pub fn kilo_node(k: u8, i: u8) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(format!("node-{i}")),
-            annotations: Some({
-                let mut annotations = kilo_annotations(k, i);
-                annotations.insert("kilo.squat.ai/last-seen".into(), "1700000000".into());
-                annotations
-            }),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidrs: Some(vec![format!("10.{k}.{i}.0/24")]),
-            ..Default::default()
-        }),
-        status: Some(NodeStatus {
-            conditions: Some(vec![NodeCondition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-    }
+    let mut annotations = kilo_annotations(k, i);
+    annotations.insert("kilo.squat.ai/last-seen".into(), "1700000000".into());
+    ready_node(
+        &format!("node-{i}"),
+        annotations,
+        vec![format!("10.{k}.{i}.0/24")],
+    )
 }
 
 pub async fn create_node(plane: &ControlPlane, node: &Node) {
