@@ -7,18 +7,31 @@ CRD := charts/kilo-clustermesh-operator/crds/clustermeshes.kilo.squat.ai.yaml
 CHART := charts/kilo-clustermesh-operator
 HELM := .tools/bin/helm
 
-.PHONY: demo test test-compat test-chart lint tools manifests build bench clean-tools
+.PHONY: demo e2e netlab-packages test test-compat test-chart lint tools manifests build bench clean-tools
 
-## demo: real control planes + the operator + a real WireGuard data path, on this machine
-demo:
-	@echo "make demo: not yet. The demo (3 clusters, Kilo agents, WireGuard in network namespaces) lands with the demo issue." >&2
-	@exit 2
+## demo: real control planes + the operator + a real WireGuard data path, on this machine (root);
+## DEMO_SECONDS=N keeps the lab up N seconds instead of until Ctrl-C
+demo: netlab-packages tools
+	$(CARGO) build --release -p kilo-clustermesh-operator -p kilo-clustermesh-netlab
+	target/release/kcm-netlab demo
 
-## test: formatting, lints, unit tests, integration tests against real API servers, 1.28 compatibility
+## e2e: packets across a mesh the operator configured, in the network lab, with faults (root; docs/netlab.md)
+e2e: netlab-packages tools
+	$(CARGO) build -p kilo-clustermesh-operator
+	$(CARGO) test -p kilo-clustermesh-netlab --test e2e -- --nocapture
+
+## netlab-packages: the Debian packages of the network lab (wireguard-go, wg, ip, iptables, ping)
+netlab-packages:
+	bash hack/netlab-packages.sh
+
+## test: formatting, lints, unit tests, integration tests against real API servers, 1.28 compatibility,
+## the data-plane end-to-end test
 test: tools lint test-chart
-	$(CARGO) test --workspace --all-targets --exclude kilo-clustermesh-testkit
+	$(CARGO) test --workspace --all-targets --exclude kilo-clustermesh-testkit --exclude kilo-clustermesh-netlab
 	$(CARGO) test -p kilo-clustermesh-testkit -- --show-output
+	$(CARGO) test -p kilo-clustermesh-netlab --lib --bins
 	$(MAKE) --no-print-directory test-compat
+	$(MAKE) --no-print-directory e2e
 
 ## test-compat: the CRD, its CEL rules and the controller on the oldest supported Kubernetes (1.28)
 test-compat: tools

@@ -24,4 +24,5 @@ mod tools;
 
 pub use control_plane::{ControlPlane, Error, client_from_yaml};
 pub use http::http_get;
+pub use process::Process;
 pub use tools::binary as tool;

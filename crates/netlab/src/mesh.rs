@@ -1,0 +1,493 @@
+//! Three lab clusters meshed the way `docs/connect.md` tells a user: the
+//! release operator binary runs as its own process against the hub, each
+//! remote is joined with `kilo-clustermesh-operator connect`, and the
+//! ClusterMesh is applied with `kubectl`. Shared by `make demo` and the
+//! end-to-end test.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Node;
+use kube::{Api, api::ListParams};
+use testkit::ControlPlane;
+
+use crate::{
+    lab::{Lab, NodeAgent, plan::ClusterPlan},
+    probe,
+};
+
+/// The namespace of the ClusterMesh, its Secrets and the operator's Lease.
+pub const NAMESPACE: &str = "kilo-system";
+/// The ClusterMesh's name.
+pub const MESH: &str = "lab";
+/// The hub: where the operator runs and the ClusterMesh lives.
+pub const HUB: &str = "cluster-a";
+
+/// Nodes per cluster at the start, and pods per node.
+pub const NODES: u8 = 2;
+pub const PODS: u8 = 1;
+/// The node of each cluster whose pod serves the cluster's ClusterIP.
+pub const SERVICE_NODE: &str = "node-2";
+
+/// A running meshed lab.
+pub struct Mesh {
+    // Declared first: the lab's processes go before the control planes.
+    pub lab: Lab,
+    pub planes: Vec<ControlPlane>,
+    pub operator: Option<Operator>,
+    /// The user's kubeconfig: one admin context per cluster.
+    pub contexts: PathBuf,
+    pub operator_binary: PathBuf,
+    pub kubectl: PathBuf,
+    dir: tempfile_dir::Dir,
+}
+
+/// How long the whole mesh may take to become Ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Mesh {
+    /// Builds the lab and meshes it. `say` reports each step.
+    pub async fn start(
+        tool: PathBuf,
+        operator_binary: PathBuf,
+        say: &dyn Fn(&str),
+    ) -> anyhow::Result<Self> {
+        crate::lab::host::preflight()?;
+        if !operator_binary.is_file() {
+            bail!(
+                "{} is missing: build it first (cargo build -p kilo-clustermesh-operator)",
+                operator_binary.display()
+            );
+        }
+        let kubectl = testkit::tool("kubectl").context("kubectl")?;
+        let plans: Vec<ClusterPlan> = (1..=3).map(ClusterPlan::new).collect();
+
+        say("starting 3 control planes (etcd + kube-apiserver each)");
+        let planes: Vec<ControlPlane> =
+            futures::future::try_join_all(plans.iter().map(|p| ControlPlane::start(&p.name)))
+                .await?;
+
+        say("building the network: underlay, 6 nodes, a pod on each, wireguard-go on every node");
+        let mut lab = Lab::new(tool, NodeAgent::from_env()).await?;
+        for (plan, plane) in plans.iter().zip(&planes) {
+            lab.add_cluster(plan.clone(), plane).await?;
+            for n in 1..=NODES {
+                lab.add_node(&plan.name, n, PODS).await?;
+            }
+            lab.add_service(&plan.name, SERVICE_NODE).await?;
+        }
+        say("waiting for every node's agent to check in (key, endpoint, WireGuard IP on its Node)");
+        for plane in &planes {
+            wait_for_agents(plane, usize::from(NODES)).await?;
+        }
+
+        let dir = tempfile_dir::Dir::new()?;
+        let contexts = dir.path().join("kubeconfig");
+        std::fs::write(&contexts, contexts_yaml(&planes)?)?;
+        let mut mesh = Self {
+            lab,
+            planes,
+            operator: None,
+            contexts,
+            operator_binary,
+            kubectl,
+            dir,
+        };
+        say("the operator: kilo-clustermesh-operator run, against the hub");
+        mesh.kubectl(&["--context", HUB, "create", "namespace", NAMESPACE])
+            .await?;
+        mesh.start_operator()?;
+        for remote in plans.iter().skip(1) {
+            say(&format!(
+                "kilo-clustermesh-operator connect --hub-context {HUB} --remote-context {0} --name {0}",
+                remote.name
+            ));
+            let printed = mesh
+                .operator_command(&[
+                    "connect",
+                    "--hub-context",
+                    HUB,
+                    "--remote-context",
+                    &remote.name,
+                    "--name",
+                    &remote.name,
+                    // The lab's API servers and the operator share the host's loopback.
+                    "--allow-loopback-server",
+                ])
+                .await?;
+            say(&indent(&printed));
+        }
+        say("kubectl --context cluster-a apply -f clustermesh.yaml");
+        let manifest = mesh.dir.path().join("clustermesh.yaml");
+        std::fs::write(&manifest, cluster_mesh_yaml(&plans))?;
+        mesh.kubectl(&[
+            "--context",
+            HUB,
+            "apply",
+            "-f",
+            &manifest.display().to_string(),
+        ])
+        .await?;
+        let status = mesh.wait_ready().await?;
+        say(&format!(
+            "kilo-clustermesh-operator status {MESH} --context {HUB}\n{}",
+            indent(&status)
+        ));
+        Ok(mesh)
+    }
+
+    /// `status --wait`: the table once the mesh is Ready.
+    pub async fn wait_ready(&self) -> anyhow::Result<String> {
+        let wait = format!("{}s", READY_TIMEOUT.as_secs());
+        self.operator_command(&["status", MESH, "--context", HUB, "--wait", &wait])
+            .await
+    }
+
+    /// Starts (or restarts) the operator process.
+    pub fn start_operator(&mut self) -> anyhow::Result<()> {
+        let hub = self.dir.path().join("hub.kubeconfig");
+        std::fs::write(&hub, self.planes[0].admin_kubeconfig())?;
+        let log = self.dir.path().join("operator.log");
+        self.operator = Some(Operator::start(&self.operator_binary, &hub, &log)?);
+        Ok(())
+    }
+
+    /// Runs `kilo-clustermesh-operator args` as the user, with the user's
+    /// kubeconfig; returns what it printed.
+    pub async fn operator_command(&self, args: &[&str]) -> anyhow::Result<String> {
+        run_with_kubeconfig(&self.operator_binary, args, &self.contexts).await
+    }
+
+    /// Runs `kubectl args` with the user's kubeconfig.
+    pub async fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        run_with_kubeconfig(&self.kubectl, args, &self.contexts).await
+    }
+
+    /// The operator's log so far.
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default()
+    }
+
+    /// The control plane of `cluster`.
+    pub fn plane(&self, cluster: &str) -> anyhow::Result<&ControlPlane> {
+        self.planes
+            .iter()
+            .find(|p| p.name() == cluster)
+            .with_context(|| format!("no control plane {cluster}"))
+    }
+
+    /// The control plane of `cluster`, to stop or restart it.
+    pub fn plane_mut(&mut self, cluster: &str) -> anyhow::Result<&mut ControlPlane> {
+        self.planes
+            .iter_mut()
+            .find(|p| p.name() == cluster)
+            .with_context(|| format!("no control plane {cluster}"))
+    }
+
+    /// Everything a reader needs when a check fails: Peers, `wg show` and
+    /// routes of every node, the agents' and the operator's last lines.
+    pub async fn describe(&self) -> String {
+        let mut out = String::new();
+        for plane in &self.planes {
+            let peers = Api::<api::Peer>::all(plane.admin_client())
+                .list(&ListParams::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "  {} {:?} {}",
+                                kube::ResourceExt::name_any(p),
+                                p.spec.allowed_ips,
+                                p.spec.public_key
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_else(|e| format!("  (cannot list: {e})"));
+            out.push_str(&format!("== Peers on {}\n{peers}\n", plane.name()));
+        }
+        for node in self.lab.all_nodes() {
+            let wg = self
+                .lab
+                .on_node(&node.netns, &["wg", "show", "kilo0"])
+                .await
+                .unwrap_or_else(|e| e.to_string());
+            let routes = self
+                .lab
+                .on_node(&node.netns, &["ip", "route"])
+                .await
+                .unwrap_or_else(|e| e.to_string());
+            out.push_str(&format!(
+                "== {} {}\n{wg}\n-- routes\n{routes}\n-- agent log\n{}\n",
+                node.cluster,
+                node.name,
+                self.lab.agent_log(&node.netns)
+            ));
+        }
+        let log = self.operator_log();
+        let lines: Vec<&str> = log.lines().collect();
+        out.push_str(&format!(
+            "== operator log\n{}\n",
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        ));
+        out
+    }
+}
+
+/// The operator as its own process, as a Deployment would run it.
+pub struct Operator {
+    child: tokio::process::Child,
+    pub metrics_port: u16,
+}
+
+impl Operator {
+    fn start(binary: &Path, kubeconfig: &Path, log: &Path) -> anyhow::Result<Self> {
+        let metrics_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = tokio::process::Command::new(binary)
+            .arg("run")
+            .args([
+                "--namespace",
+                NAMESPACE,
+                "--leader-election-namespace",
+                NAMESPACE,
+            ])
+            .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", "netlab-operator")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting kilo-clustermesh-operator run")?;
+        Ok(Self {
+            child,
+            metrics_port,
+        })
+    }
+
+    /// Peer writes (applies and deletes) this process has sent.
+    pub async fn peer_writes(&self) -> f64 {
+        let metrics = testkit::http_get(self.metrics_port, "/metrics").await;
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("kilo_clustermesh_peer_writes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// SIGKILL, as a crashed pod.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+async fn run_with_kubeconfig(
+    program: &Path,
+    args: &[&str],
+    kubeconfig: &Path,
+) -> anyhow::Result<String> {
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("running {}", program.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "`{} {}` failed ({}):\n{stdout}{}",
+            program.display(),
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// Waits until `count` Nodes of `plane` carry the agent's key and WireGuard IP.
+async fn wait_for_agents(plane: &ControlPlane, count: usize) -> anyhow::Result<()> {
+    let nodes = Api::<Node>::all(plane.admin_client());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = nodes.list(&ListParams::default()).await?;
+        let checked_in = list
+            .items
+            .iter()
+            .filter(|n| {
+                let annotations = n.metadata.annotations.clone().unwrap_or_default();
+                ["kilo.squat.ai/key", "kilo.squat.ai/wireguard-ip"]
+                    .iter()
+                    .all(|a| annotations.get(*a).is_some_and(|v| !v.is_empty()))
+            })
+            .count();
+        if checked_in >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {count} agents of {} checked in within 60 s",
+                checked_in,
+                plane.name()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The user's kubeconfig: a context per cluster, named after it.
+fn contexts_yaml(planes: &[ControlPlane]) -> anyhow::Result<String> {
+    let mut clusters = Vec::new();
+    let mut users = Vec::new();
+    let mut contexts = Vec::new();
+    for plane in planes {
+        let name = plane.name();
+        let config: serde_yaml::Value = serde_yaml::from_str(plane.admin_kubeconfig())?;
+        clusters
+            .push(serde_json::json!({ "name": name, "cluster": config["clusters"][0]["cluster"] }));
+        users.push(serde_json::json!({ "name": name, "user": config["users"][0]["user"] }));
+        contexts.push(
+            serde_json::json!({ "name": name, "context": { "cluster": name, "user": name } }),
+        );
+    }
+    Ok(serde_yaml::to_string(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": clusters, "users": users, "contexts": contexts,
+        "current-context": HUB,
+    }))?)
+}
+
+/// The ClusterMesh a user writes from `connect`'s printed entries, with
+/// each cluster's whole pod range (so nodes added later are covered).
+pub fn cluster_mesh_yaml(plans: &[ClusterPlan]) -> String {
+    let mut yaml = format!(
+        "apiVersion: kilo.squat.ai/v1alpha1\nkind: ClusterMesh\nmetadata:\n  name: {MESH}\n  namespace: {NAMESPACE}\nspec:\n  clusters:\n"
+    );
+    for plan in plans {
+        yaml.push_str(&format!("    - name: {}\n", plan.name));
+        if plan.name == HUB {
+            yaml.push_str("      local: true\n");
+        } else {
+            yaml.push_str(&format!(
+                "      kubeconfigSecretRef: {{name: {}-kubeconfig, key: kubeconfig}}\n",
+                plan.name
+            ));
+        }
+        yaml.push_str(&format!(
+            "      podCIDRs: [{}]\n      wireguardCIDR: {}\n      serviceCIDR: {}\n",
+            plan.pods, plan.wireguard, plan.services
+        ));
+    }
+    yaml
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A temporary directory for the user's files, removed on drop.
+mod tempfile_dir {
+    pub struct Dir(std::path::PathBuf);
+
+    impl Dir {
+        pub fn new() -> std::io::Result<Self> {
+            let path = std::env::temp_dir().join(format!("kcm-netlab-{}", std::process::id()));
+            std::fs::create_dir_all(&path)?;
+            Ok(Self(path))
+        }
+
+        pub fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// `make demo`: the mesh, the status, a ping matrix and each cluster's
+/// service reached from the others; then the lab stays up to explore.
+pub async fn demo(tool: PathBuf, keep: Option<Duration>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let say = |step: &str| eprintln!("[{:>5.1}s] {step}", started.elapsed().as_secs_f64());
+    let operator_binary = tool.with_file_name("kilo-clustermesh-operator");
+    let run = async {
+        let mesh = Mesh::start(tool, operator_binary, &say).await?;
+        say("ping matrix: every pod to every pod of the other clusters");
+        let matrix = probe::ping_matrix(&mesh.lab).await;
+        println!("{}", probe::render_matrix(&matrix));
+        say("services: each cluster's ClusterIP from a pod of every other cluster");
+        let services = probe::service_matrix(&mesh.lab).await;
+        println!("{}", probe::render_services(&services));
+        let failed = matrix.iter().filter(|p| !p.reached()).count()
+            + services.iter().filter(|s| s.reply.is_err()).count();
+        if failed > 0 {
+            eprintln!("{}", mesh.describe().await);
+            bail!("{failed} probes failed (the lab's state is above)");
+        }
+        say(&format!(
+            "all green in {:.0} s. Explore:",
+            started.elapsed().as_secs_f64()
+        ));
+        for node in mesh.lab.all_nodes().iter().take(2) {
+            println!("  {}", mesh.lab.enter_command(&node.netns, "wg show kilo0"));
+            println!("  ip netns exec {} ip route", node.netns);
+        }
+        println!("  ip netns exec kcmlab-a1-p1 ping 10.2.1.11");
+        println!(
+            "  KUBECONFIG={} kubectl get peers --context cluster-b",
+            mesh.contexts.display()
+        );
+        match keep {
+            Some(keep) => {
+                say(&format!(
+                    "keeping the lab up for {} s (DEMO_SECONDS)",
+                    keep.as_secs()
+                ));
+                tokio::time::sleep(keep).await;
+            }
+            None => {
+                say("keeping the lab up until Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+        anyhow::Ok(())
+    };
+    let result = tokio::select! {
+        result = run => result,
+        _ = tokio::signal::ctrl_c() => {
+            say("Ctrl-C");
+            Ok(())
+        }
+    };
+    // The mesh was dropped with the future: everything is removed.
+    let left = crate::lab::host::leftovers();
+    if left.is_empty() {
+        say("cleaned up: no namespace, mount or process of the lab is left");
+    } else {
+        eprintln!("left behind: {left:?}");
+    }
+    result
+}

@@ -1,0 +1,372 @@
+//! `make e2e`: packets across a mesh the operator configured, in the network
+//! lab (three clusters of two nodes, real WireGuard, the operator binary as
+//! its own process). Needs root. Prints its figures as JSON at the end.
+//!
+//! Each step waits at most a fixed deadline; on a failure the lab's state
+//! (Peers, `wg show`, routes, agent and operator logs) is printed.
+#![allow(clippy::unwrap_used)] // a panic is the failure report
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    net::Ipv4Addr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use api::{ClusterMesh, Peer};
+use k8s_openapi::api::core::v1::Node;
+use kilo_clustermesh_netlab::{
+    lab::host,
+    mesh::{HUB, MESH, Mesh, NAMESPACE},
+    probe,
+};
+use kube::{Api, ResourceExt, api::ListParams};
+
+/// Figures collected along the way, printed as JSON at the end.
+type Figures = BTreeMap<&'static str, serde_json::Value>;
+
+#[tokio::test]
+async fn packets_cross_the_mesh_and_survive_its_faults() {
+    let tool = PathBuf::from(env!("CARGO_BIN_EXE_kcm-netlab"));
+    let operator = sibling_binary("kilo-clustermesh-operator");
+    let started = Instant::now();
+    let say = |step: &str| eprintln!("[e2e {:>5.1}s] {step}", started.elapsed().as_secs_f64());
+    let mut figures = Figures::new();
+    {
+        let mut mesh = match Mesh::start(tool, operator, &say).await {
+            Ok(mesh) => mesh,
+            Err(error) => panic!("the meshed lab did not start: {error:#}"),
+        };
+        figures.insert("setup_seconds", started.elapsed().as_secs_f64().into());
+        let result = scenarios(&mut mesh, &mut figures, &say).await;
+        if let Err(error) = result {
+            eprintln!("{}", mesh.describe().await);
+            panic!("{error:#}");
+        }
+    }
+    let left = host::leftovers();
+    assert!(left.is_empty(), "the lab left behind: {left:?}");
+    figures.insert("total_seconds", started.elapsed().as_secs_f64().into());
+    println!("{}", serde_json::to_string_pretty(&figures).unwrap());
+}
+
+async fn scenarios(
+    mesh: &mut Mesh,
+    figures: &mut Figures,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<()> {
+    say("1. every pod reaches every pod of the other clusters");
+    let matrix = within(Duration::from_secs(30), "the full ping matrix", || async {
+        let matrix = probe::ping_matrix(&mesh.lab).await;
+        matrix.iter().all(probe::Ping::reached).then_some(matrix)
+    })
+    .await?;
+    eprintln!("{}", probe::render_matrix(&matrix));
+    let rtts: Vec<f64> = matrix.iter().filter_map(|p| p.rtt_ms).collect();
+    figures.insert("ping_pairs", matrix.len().into());
+    figures.insert(
+        "ping_rtt_ms_max",
+        rtts.iter().copied().fold(0.0, f64::max).into(),
+    );
+    check_wireguard_peers(mesh).await?;
+
+    say("2. each cluster's service through its ClusterIP from the other clusters");
+    let services = within(
+        Duration::from_secs(20),
+        "every service answering",
+        || async {
+            let probes = probe::service_matrix(&mesh.lab).await;
+            probes.iter().all(|p| p.reply.is_ok()).then_some(probes)
+        },
+    )
+    .await?;
+    eprintln!("{}", probe::render_services(&services));
+    for probe in &services {
+        let reply = probe.reply.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        anyhow::ensure!(
+            reply.ends_with("/node-2"),
+            "{} answered by {reply}",
+            probe.service
+        );
+    }
+
+    say("3. a node joins cluster-b");
+    mesh.lab.add_node("cluster-b", 3, 1).await?;
+    let joined = mesh
+        .lab
+        .nodes("cluster-b")
+        .into_iter()
+        .find(|n| n.name == "node-3")
+        .unwrap();
+    let b = mesh.plane("cluster-b")?.admin_client();
+    let checked_in = within(
+        Duration::from_secs(30),
+        "node-3's first check-in",
+        || async {
+            let node = Api::<Node>::all(b.clone()).get("node-3").await.ok()?;
+            node.annotations()
+                .contains_key("kilo.squat.ai/key")
+                .then(Instant::now)
+        },
+    )
+    .await?;
+    let target = joined.pods[0].ip;
+    let mut reached = Vec::new();
+    for from in ["kcmlab-a1-p1", "kcmlab-c1-p1"] {
+        within(
+            Duration::from_secs(60),
+            &format!("{from} reaching the new node's pod"),
+            || async { probe::ping(from, target, 1).await.map(|_| ()) },
+        )
+        .await?;
+        reached.push(checked_in.elapsed().as_secs_f64());
+    }
+    figures.insert(
+        "node_join_to_first_packet_seconds",
+        reached.iter().copied().fold(0.0, f64::max).into(),
+    );
+
+    say("4. the node leaves: its Peers and WireGuard peers are gone everywhere");
+    let key = node_key(mesh, "cluster-b", "node-3").await?;
+    mesh.lab.remove_node("cluster-b", "node-3").await?;
+    within(
+        Duration::from_secs(30),
+        "node-3 gone from every Peer list and wg",
+        || async {
+            for plane in &mesh.planes {
+                let peers = Api::<Peer>::all(plane.admin_client())
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?;
+                if peers.items.iter().any(|p| p.spec.public_key == key) {
+                    return None;
+                }
+            }
+            for node in mesh.lab.all_nodes() {
+                if probe::wireguard_peers(&mesh.lab, &node.netns)
+                    .await
+                    .ok()?
+                    .contains_key(&key)
+                {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await?;
+
+    say(
+        "6. cluster-b's API server stops: traffic keeps flowing, status says stale, then Ready again",
+    );
+    let b_pod = pod_ip(mesh, "cluster-b", "node-1");
+    let ping = probe::ContinuousPing::start(
+        "kcmlab-a1-p1",
+        b_pod,
+        Duration::from_millis(200),
+        Duration::from_secs(120),
+    )?;
+    mesh.plane_mut("cluster-b")?.stop_apiserver();
+    let hub = mesh.plane(HUB)?.admin_client();
+    let stopped = Instant::now();
+    within(
+        Duration::from_secs(60),
+        "the status saying cluster-b is unreachable",
+        || async {
+            let status = Api::<ClusterMesh>::namespaced(hub.clone(), NAMESPACE)
+                .get(MESH)
+                .await
+                .ok()?
+                .status?;
+            let b = status.clusters.iter().find(|c| c.name == "cluster-b")?;
+            (!b.reachable && b.stale_since.is_some()).then_some(())
+        },
+    )
+    .await?;
+    figures.insert(
+        "apiserver_stop_detected_seconds",
+        stopped.elapsed().as_secs_f64().into(),
+    );
+    say("cluster-b reported unreachable; starting its API server again");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    mesh.plane_mut("cluster-b")?.start_apiserver().await?;
+    say("cluster-b's API server is back");
+    let back = Instant::now();
+    mesh.wait_ready().await?;
+    figures.insert(
+        "apiserver_back_to_ready_seconds",
+        back.elapsed().as_secs_f64().into(),
+    );
+    let loss = ping.stop().await?;
+    figures.insert("apiserver_outage_ping", serde_json::to_value(loss)?);
+    anyhow::ensure!(
+        loss.lost() == 0,
+        "pings lost while cluster-b's API server was down: {loss:?}"
+    );
+
+    say("7. the operator is killed (SIGKILL) and restarted: no packet lost, no Peer written");
+    let ping = probe::ContinuousPing::start(
+        "kcmlab-c1-p1",
+        pod_ip(mesh, HUB, "node-2"),
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    )?;
+    if let Some(operator) = mesh.operator.take() {
+        operator.kill().await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mesh.start_operator()?;
+    mesh.wait_ready().await?;
+    // Passes after the restart have read every cluster; give them time to write.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes = match &mesh.operator {
+        Some(operator) => operator.peer_writes().await,
+        None => anyhow::bail!("the operator did not restart"),
+    };
+    let loss = ping.stop().await?;
+    figures.insert("operator_restart_peer_writes", writes.into());
+    figures.insert("operator_restart_ping", serde_json::to_value(loss)?);
+    anyhow::ensure!(
+        writes == 0.0,
+        "the restarted operator wrote {writes} Peers into an unchanged world"
+    );
+    anyhow::ensure!(
+        loss.lost() == 0,
+        "pings lost across the operator's restart: {loss:?}"
+    );
+
+    say("8. a node's key changes: traffic resumes");
+    let target = pod_ip(mesh, "cluster-b", "node-2");
+    let old_key = node_key(mesh, "cluster-b", "node-2").await?;
+    mesh.lab.regenerate_key("cluster-b", "node-2").await?;
+    let changed = Instant::now();
+    within(
+        Duration::from_secs(30),
+        "node-2's new key on its Node",
+        || async {
+            let key = node_key(mesh, "cluster-b", "node-2").await.ok()?;
+            (key != old_key).then_some(())
+        },
+    )
+    .await?;
+    within(
+        Duration::from_secs(60),
+        "kcmlab-a1-p1 reaching node-2 after its key changed",
+        || async { probe::ping("kcmlab-a1-p1", target, 1).await.map(|_| ()) },
+    )
+    .await?;
+    figures.insert(
+        "key_change_gap_seconds",
+        changed.elapsed().as_secs_f64().into(),
+    );
+    Ok(())
+}
+
+/// Every node's `wg show kilo0`: exactly the other nodes of its cluster and
+/// the Peers on its cluster, with their allowed IPs; a recent handshake
+/// with every node of the other clusters (the ping matrix just crossed them).
+async fn check_wireguard_peers(mesh: &Mesh) -> anyhow::Result<()> {
+    for plane in &mesh.planes {
+        let nodes = Api::<Node>::all(plane.admin_client())
+            .list(&ListParams::default())
+            .await?;
+        let peers = Api::<Peer>::all(plane.admin_client())
+            .list(&ListParams::default())
+            .await?;
+        for node in mesh.lab.nodes(plane.name()) {
+            let shown = probe::wireguard_peers(&mesh.lab, &node.netns).await?;
+            let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for other in nodes.items.iter().filter(|n| n.name_any() != node.name) {
+                let annotations = other.annotations();
+                let key = annotations
+                    .get("kilo.squat.ai/key")
+                    .cloned()
+                    .unwrap_or_default();
+                let wireguard_ip: ipnet::IpNet = annotations
+                    .get("kilo.squat.ai/wireguard-ip")
+                    .and_then(|ip| ip.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("{} has no WireGuard IP", other.name_any()))?;
+                let pod_cidr = other
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.pod_cidr.clone())
+                    .unwrap_or_default();
+                expected.insert(
+                    key,
+                    BTreeSet::from([pod_cidr, format!("{}/32", wireguard_ip.addr())]),
+                );
+            }
+            for peer in &peers.items {
+                expected.insert(
+                    peer.spec.public_key.clone(),
+                    peer.spec.allowed_ips.iter().cloned().collect(),
+                );
+            }
+            let actual: BTreeMap<String, BTreeSet<String>> = shown
+                .iter()
+                .map(|(k, (ips, _))| (k.clone(), ips.iter().cloned().collect()))
+                .collect();
+            anyhow::ensure!(
+                actual == expected,
+                "{}/{}: wg show lists {actual:?}, the cluster's nodes and Peers imply {expected:?}",
+                node.cluster,
+                node.name
+            );
+            for peer in &peers.items {
+                let (_, handshake) = &shown[&peer.spec.public_key];
+                anyhow::ensure!(
+                    handshake.is_some_and(|age| age < 180),
+                    "{}/{}: no recent handshake with {}",
+                    node.cluster,
+                    node.name,
+                    peer.name_any()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn node_key(mesh: &Mesh, cluster: &str, node: &str) -> anyhow::Result<String> {
+    let node = Api::<Node>::all(mesh.plane(cluster)?.admin_client())
+        .get(node)
+        .await?;
+    Ok(node
+        .annotations()
+        .get("kilo.squat.ai/key")
+        .cloned()
+        .unwrap_or_default())
+}
+
+fn pod_ip(mesh: &Mesh, cluster: &str, node: &str) -> Ipv4Addr {
+    let nodes = mesh.lab.nodes(cluster);
+    nodes.iter().find(|n| n.name == node).unwrap().pods[0].ip
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, for at most `limit`.
+async fn within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A binary of another package of the workspace, built into the same
+/// target directory (`make e2e` builds it first).
+fn sibling_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    profile_dir.join(name)
+}
