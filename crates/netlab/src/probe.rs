@@ -1,7 +1,17 @@
 //! Probes from inside the lab: pings between pods, requests to services, a
 //! continuous ping that counts losses, and what WireGuard says.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, process::Stdio, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -126,8 +136,12 @@ fn serialize_reply<S: serde::Serializer>(
 
 /// Requests `service_ip`'s port from the pod namespace `from`.
 pub async fn fetch(lab: &Lab, from: &str, service_ip: Ipv4Addr) -> anyhow::Result<String> {
+    fetch_with(lab.tool(), from, service_ip).await
+}
+
+async fn fetch_with(tool: &Path, from: &str, service_ip: Ipv4Addr) -> anyhow::Result<String> {
     let address = format!("{service_ip}:{SERVICE_PORT}");
-    let tool = lab.tool().display().to_string();
+    let tool = tool.display().to_string();
     let reply = run(
         "ip",
         &[
@@ -266,6 +280,66 @@ impl ContinuousPing {
             received: replies.len() as u64,
             longest_gap_seconds,
         })
+    }
+}
+
+/// Requests to a service, one every `interval`, in the background.
+pub struct ContinuousFetch {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(Instant, Result<String, String>)>>,
+}
+
+/// What a [`ContinuousFetch`] saw.
+#[derive(Clone, Debug, Serialize)]
+pub struct Gaps {
+    pub requests: usize,
+    pub answered: usize,
+    /// The longest time between two answered requests, in seconds.
+    pub longest_gap_seconds: f64,
+    /// Why the first unanswered request failed.
+    pub first_error: Option<String>,
+}
+
+impl ContinuousFetch {
+    pub fn start(tool: &Path, from: &str, service_ip: Ipv4Addr, interval: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tool, from, flag): (PathBuf, String, _) =
+            (tool.to_owned(), from.to_owned(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut results = Vec::new();
+            // Bounded: at most ten minutes of requests.
+            for _ in 0..(600_000 / interval.as_millis().max(1)) {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let reply = fetch_with(&tool, &from, service_ip)
+                    .await
+                    .map_err(|e| format!("{e:#}"));
+                results.push((Instant::now(), reply));
+                tokio::time::sleep(interval).await;
+            }
+            results
+        });
+        Self { stop, task }
+    }
+
+    pub async fn stop(self) -> Gaps {
+        self.stop.store(true, Ordering::Relaxed);
+        let results = self.task.await.unwrap_or_default();
+        let answered: Vec<Instant> = results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(t, _)| *t)
+            .collect();
+        Gaps {
+            requests: results.len(),
+            answered: answered.len(),
+            first_error: results.iter().find_map(|(_, r)| r.clone().err()),
+            longest_gap_seconds: answered
+                .windows(2)
+                .map(|w| (w[1] - w[0]).as_secs_f64())
+                .fold(0.0, f64::max),
+        }
     }
 }
 

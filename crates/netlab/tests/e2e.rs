@@ -17,7 +17,7 @@ use std::{
 use api::{ClusterMesh, Peer};
 use k8s_openapi::api::core::v1::Node;
 use kilo_clustermesh_netlab::{
-    lab::host,
+    lab::{host, plan::ClusterPlan},
     mesh::{HUB, MESH, Mesh, NAMESPACE},
     probe,
 };
@@ -225,7 +225,7 @@ async fn scenarios(
         None => anyhow::bail!("the operator did not restart"),
     };
     let loss = ping.stop().await?;
-    figures.insert("operator_restart_peer_writes", writes.into());
+    figures.insert("operator_restart_peer_writes", (writes as u64).into());
     figures.insert("operator_restart_ping", serde_json::to_value(loss)?);
     anyhow::ensure!(
         writes == 0.0,
@@ -236,30 +236,177 @@ async fn scenarios(
         "pings lost across the operator's restart: {loss:?}"
     );
 
-    say("8. a node's key changes: traffic resumes");
+    say("8. a node's key changes (its agent makes a new one): traffic resumes");
     let target = pod_ip(mesh, "cluster-b", "node-2");
     let old_key = node_key(mesh, "cluster-b", "node-2").await?;
+    let ping = probe::ContinuousPing::start(
+        "kcmlab-a1-p1",
+        target,
+        Duration::from_millis(100),
+        Duration::from_secs(90),
+    )?;
     mesh.lab.regenerate_key("cluster-b", "node-2").await?;
     let changed = Instant::now();
+    let hub = mesh.plane(HUB)?.admin_client();
+    within(
+        Duration::from_secs(60),
+        "the new key on the interface, the Node, the hub's Peer, and a reply",
+        || async {
+            let new_key = node_key(mesh, "cluster-b", "node-2").await.ok()?;
+            let on_interface = mesh
+                .lab
+                .on_node("kcmlab-b2", &["wg", "show", "kilo0", "public-key"])
+                .await
+                .ok()?;
+            let peer = Api::<Peer>::all(hub.clone())
+                .get("cluster-b.node-2")
+                .await
+                .ok()?;
+            let switched = new_key != old_key
+                && on_interface.trim() == new_key
+                && peer.spec.public_key == new_key;
+            (switched && probe::ping("kcmlab-a1-p1", target, 1).await.is_some()).then_some(())
+        },
+    )
+    .await?;
+    let loss = ping.stop().await?;
+    figures.insert("key_change_ping", serde_json::to_value(loss)?);
+    // Every other node needs a new handshake with it: the whole matrix again.
+    within(
+        Duration::from_secs(60),
+        "the full ping matrix after the key change",
+        || async {
+            probe::ping_matrix(&mesh.lab)
+                .await
+                .iter()
+                .all(probe::Ping::reached)
+                .then_some(())
+        },
+    )
+    .await?;
+    figures.insert(
+        "key_change_full_matrix_seconds",
+        changed.elapsed().as_secs_f64().into(),
+    );
+
+    say(
+        "9. cluster-c declares cluster-b's service range: both are held back, the rest keeps passing traffic",
+    );
+    let ping = probe::ContinuousPing::start(
+        "kcmlab-a1-p1",
+        pod_ip(mesh, "cluster-c", "node-1"),
+        Duration::from_millis(200),
+        Duration::from_secs(90),
+    )?;
+    let overlapping =
+        r#"[{"op":"replace","path":"/spec/clusters/2/serviceCIDR","value":"10.202.0.0/16"}]"#;
+    mesh.kubectl(&[
+        "--context",
+        HUB,
+        "-n",
+        NAMESPACE,
+        "patch",
+        "clustermesh",
+        MESH,
+        "--type=json",
+        "-p",
+        overlapping,
+    ])
+    .await?;
     within(
         Duration::from_secs(30),
-        "node-2's new key on its Node",
+        "the CIDRConflict condition",
         || async {
-            let key = node_key(mesh, "cluster-b", "node-2").await.ok()?;
-            (key != old_key).then_some(())
+            let status = Api::<ClusterMesh>::namespaced(hub.clone(), NAMESPACE)
+                .get(MESH)
+                .await
+                .ok()?
+                .status?;
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "CIDRConflict" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let matrix = probe::ping_matrix(&mesh.lab).await;
+    let loss = ping.stop().await?;
+    figures.insert("range_conflict_ping", serde_json::to_value(loss)?);
+    anyhow::ensure!(
+        matrix.iter().all(probe::Ping::reached),
+        "a pod lost a path during the conflict:\n{}",
+        probe::render_matrix(&matrix)
+    );
+    anyhow::ensure!(
+        loss.lost() == 0,
+        "pings between cluster-a and cluster-c lost during the conflict: {loss:?}"
+    );
+    let fixed =
+        r#"[{"op":"replace","path":"/spec/clusters/2/serviceCIDR","value":"10.203.0.0/16"}]"#;
+    mesh.kubectl(&[
+        "--context",
+        HUB,
+        "-n",
+        NAMESPACE,
+        "patch",
+        "clustermesh",
+        MESH,
+        "--type=json",
+        "-p",
+        fixed,
+    ])
+    .await?;
+    mesh.wait_ready().await?;
+
+    say("5. cluster-b's anchor node leaves: its service range moves to another node");
+    let b_service = ClusterPlan::new(2).service_ip();
+    within(
+        Duration::from_secs(30),
+        "cluster-b's service answering again",
+        || async {
+            probe::fetch(&mesh.lab, "kcmlab-a1-p1", b_service)
+                .await
+                .ok()
+        },
+    )
+    .await?;
+    let anchor = anchor_of(mesh, "cluster-b").await?;
+    let requests = probe::ContinuousFetch::start(
+        mesh.lab.tool(),
+        "kcmlab-a1-p1",
+        b_service,
+        Duration::from_millis(100),
+    );
+    mesh.lab.remove_node("cluster-b", &anchor).await?;
+    let moved = within(
+        Duration::from_secs(60),
+        "a new anchor for cluster-b",
+        || async {
+            let now = anchor_of(mesh, "cluster-b").await.ok()?;
+            (now != anchor).then_some(now)
         },
     )
     .await?;
     within(
-        Duration::from_secs(60),
-        "kcmlab-a1-p1 reaching node-2 after its key changed",
-        || async { probe::ping("kcmlab-a1-p1", target, 1).await.map(|_| ()) },
+        Duration::from_secs(30),
+        "cluster-b's service through the new anchor",
+        || async {
+            probe::fetch(&mesh.lab, "kcmlab-c1-p1", b_service)
+                .await
+                .ok()
+        },
     )
     .await?;
-    figures.insert(
-        "key_change_gap_seconds",
-        changed.elapsed().as_secs_f64().into(),
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let gaps = requests.stop().await;
+    eprintln!("anchor {anchor} -> {moved}: {gaps:?}");
+    anyhow::ensure!(
+        gaps.answered > 0,
+        "cluster-b's service never answered across the anchor's move: {gaps:?}"
     );
+    figures.insert("anchor_move_service", serde_json::to_value(gaps)?);
     Ok(())
 }
 
@@ -326,6 +473,18 @@ async fn check_wireguard_peers(mesh: &Mesh) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The node of `cluster` whose Peers carry its service range.
+async fn anchor_of(mesh: &Mesh, cluster: &str) -> anyhow::Result<String> {
+    let hub = Api::<ClusterMesh>::namespaced(mesh.plane(HUB)?.admin_client(), NAMESPACE);
+    let status = hub.get(MESH).await?.status.unwrap_or_default();
+    status
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster)
+        .and_then(|c| c.anchor_node.clone())
+        .ok_or_else(|| anyhow::anyhow!("{cluster} has no anchor in the status"))
 }
 
 async fn node_key(mesh: &Mesh, cluster: &str, node: &str) -> anyhow::Result<String> {
