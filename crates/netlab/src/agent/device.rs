@@ -2,7 +2,7 @@
 //! peers, the routes through it and the NAT rules, each changed only where
 //! it differs (kg's `applyTopology`: no interface teardown on a change).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
 use ipnet::IpNet;
@@ -15,8 +15,6 @@ use crate::sh::{run, run_with_input};
 pub struct Device {
     pub interface: String,
     private_key: String,
-    /// The config last given to `wg syncconf`.
-    applied_conf: Option<String>,
     applied_nat: Option<Vec<String>>,
 }
 
@@ -25,24 +23,14 @@ impl Device {
         Self {
             interface,
             private_key,
-            applied_conf: None,
             applied_nat: None,
         }
     }
 
-    /// Applies `topology`. `force` re-sends the WireGuard config even when
-    /// it is the one last sent (the resync: someone may have changed it).
-    pub async fn apply(&mut self, topology: &Topology, force: bool) -> anyhow::Result<Changes> {
+    /// Applies `topology`, comparing each part with what the node has now.
+    pub async fn apply(&mut self, topology: &Topology) -> anyhow::Result<Changes> {
         let address = self.address(topology.wireguard_cidr).await?;
-        let conf = self.conf(topology).await?;
-        let wireguard = self.applied_conf.as_ref() != Some(&conf);
-        if force || wireguard {
-            // syncconf changes only the peers that differ: sessions of the
-            // others are kept.
-            let args = ["syncconf", self.interface.as_str(), "/dev/stdin"];
-            run_with_input("wg", &args, Some(&conf)).await?;
-            self.applied_conf = Some(conf);
-        }
+        let wireguard = self.wireguard(topology).await?;
         run("ip", &["link", "set", &self.interface, "up"]).await?;
         Ok(Changes {
             address,
@@ -50,6 +38,72 @@ impl Device {
             routes: self.routes(topology).await?,
             nat: self.nat(topology).await?,
         })
+    }
+
+    /// kg's `Conf.Equal` against the device, then only the differences, one
+    /// peer at a time (`wg set`): peers whose config is unchanged keep their
+    /// sessions. (`wg syncconf` would also re-send the listen port, and
+    /// wireguard-go re-binds its socket on every listen-port write.)
+    async fn wireguard(&self, topology: &Topology) -> anyhow::Result<bool> {
+        let dump = run("wg", &["show", &self.interface, "dump"]).await?;
+        let current = WireGuardState::parse(&dump);
+        let mut args: Vec<String> = Vec::new();
+        if current.private_key != self.private_key || current.listen_port != topology.listen_port {
+            args.extend([
+                "private-key".into(),
+                "/dev/stdin".into(),
+                "listen-port".into(),
+                topology.listen_port.to_string(),
+            ]);
+        }
+        let wanted: BTreeSet<&str> = topology.peers.iter().map(|p| p.key.as_str()).collect();
+        for key in current
+            .peers
+            .keys()
+            .filter(|k| !wanted.contains(k.as_str()))
+        {
+            args.extend(["peer".into(), key.clone(), "remove".into()]);
+        }
+        for peer in &topology.peers {
+            let endpoint = match &peer.endpoint {
+                Some(endpoint) => Some(resolve(endpoint).await?),
+                None => None,
+            };
+            let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
+            let wanted = PeerState {
+                endpoint: endpoint.clone(),
+                allowed_ips: allowed.iter().cloned().collect(),
+                persistent_keepalive: peer.persistent_keepalive,
+            };
+            let same = current.peers.get(&peer.key).is_some_and(|now| {
+                now.allowed_ips == wanted.allowed_ips
+                    && now.persistent_keepalive == wanted.persistent_keepalive
+                    && (wanted.endpoint.is_none() || now.endpoint == wanted.endpoint)
+            });
+            if same {
+                continue;
+            }
+            args.extend(["peer".into(), peer.key.clone()]);
+            if let Some(endpoint) = endpoint {
+                args.extend(["endpoint".into(), endpoint]);
+            }
+            args.extend([
+                "allowed-ips".into(),
+                allowed.join(","),
+                "persistent-keepalive".into(),
+                match peer.persistent_keepalive {
+                    0 => "off".into(),
+                    seconds => seconds.to_string(),
+                },
+            ]);
+        }
+        if args.is_empty() {
+            return Ok(false);
+        }
+        let mut full = vec!["set", self.interface.as_str()];
+        full.extend(args.iter().map(String::as_str));
+        run_with_input("wg", &full, Some(&self.private_key)).await?;
+        Ok(true)
     }
 
     async fn address(&self, wanted: IpNet) -> anyhow::Result<bool> {
@@ -81,32 +135,6 @@ impl Device {
         )
         .await?;
         Ok(true)
-    }
-
-    /// The `wg` config: resolves DNS endpoints, and like kg fails the whole
-    /// apply when one name does not resolve.
-    async fn conf(&self, topology: &Topology) -> anyhow::Result<String> {
-        let mut conf = format!(
-            "[Interface]\nPrivateKey = {}\nListenPort = {}\n",
-            self.private_key, topology.listen_port
-        );
-        for peer in &topology.peers {
-            conf.push_str(&format!("\n[Peer]\nPublicKey = {}\n", peer.key));
-            if let Some(endpoint) = &peer.endpoint {
-                conf.push_str(&format!("Endpoint = {}\n", resolve(endpoint).await?));
-            }
-            let allowed: Vec<String> = peer.allowed_ips.iter().map(ToString::to_string).collect();
-            if !allowed.is_empty() {
-                conf.push_str(&format!("AllowedIPs = {}\n", allowed.join(", ")));
-            }
-            if peer.persistent_keepalive > 0 {
-                conf.push_str(&format!(
-                    "PersistentKeepalive = {}\n",
-                    peer.persistent_keepalive
-                ));
-            }
-        }
-        Ok(conf)
     }
 
     /// Routes through the interface with `proto static`, as kg adds them:
@@ -215,6 +243,56 @@ impl Device {
         run_with_input("iptables-restore", &["--noflush"], Some(&restore)).await?;
         self.applied_nat = Some(wanted);
         Ok(true)
+    }
+}
+
+/// What `wg show <interface> dump` says.
+struct WireGuardState {
+    private_key: String,
+    listen_port: u16,
+    peers: BTreeMap<String, PeerState>,
+}
+
+#[derive(PartialEq, Eq)]
+struct PeerState {
+    endpoint: Option<String>,
+    allowed_ips: BTreeSet<String>,
+    persistent_keepalive: u32,
+}
+
+impl WireGuardState {
+    /// The interface line (private key, public key, port, fwmark), then one
+    /// line a peer (key, preshared key, endpoint, allowed IPs, handshake,
+    /// rx, tx, keepalive), tab-separated.
+    fn parse(dump: &str) -> Self {
+        let mut lines = dump.lines();
+        let interface: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
+        let none = |v: &str| v != "(none)";
+        let peers = lines
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split('\t').collect();
+                let state = PeerState {
+                    endpoint: fields
+                        .get(2)
+                        .copied()
+                        .filter(|v| none(v))
+                        .map(str::to_owned),
+                    allowed_ips: fields
+                        .get(3)
+                        .copied()
+                        .filter(|v| none(v))
+                        .map(|v| v.split(',').map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                    persistent_keepalive: fields.get(7).and_then(|v| v.parse().ok()).unwrap_or(0),
+                };
+                Some(((*fields.first()?).to_owned(), state))
+            })
+            .collect();
+        Self {
+            private_key: interface.first().copied().unwrap_or_default().to_owned(),
+            listen_port: interface.get(2).and_then(|p| p.parse().ok()).unwrap_or(0),
+            peers,
+        }
     }
 }
 

@@ -102,10 +102,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let node_api = Api::<Node>::all(client);
     let mut last_check_in = 0;
     loop {
-        let mut force = false;
         tokio::select! {
             _ = changed.notified() => {}
-            _ = resync.tick() => force = true,
+            _ = resync.tick() => {}
             _ = check_in.tick() => last_check_in = 0,
         }
         let now = unix_now();
@@ -150,7 +149,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         match topology {
             Err(why) => tracing::info!(%why, "nothing to apply"),
-            Ok(topology) => match device.apply(&topology, force).await {
+            Ok(topology) => match device.apply(&topology).await {
                 Ok(changes) if changes.any() => tracing::info!(
                     peers = topology.peers.len(),
                     routes = topology.routes.len(),
