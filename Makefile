@@ -18,7 +18,7 @@ demo: netlab-packages tools
 ## e2e: packets across a mesh the operator configured, in the network lab, with faults (root; docs/netlab.md)
 e2e: netlab-packages tools
 	$(CARGO) build -p kilo-clustermesh-operator
-	$(CARGO) test -p kilo-clustermesh-netlab --test e2e -- --nocapture
+	$(CARGO) test -p kilo-clustermesh-netlab --test e2e --test teardown -- --nocapture
 
 ## netlab-packages: the Debian packages of the network lab (wireguard-go, wg, ip, iptables, ping)
 netlab-packages:

@@ -41,17 +41,9 @@ enum Command {
     /// Print the line a TCP server answers (a service probe from a pod).
     Fetch {
         address: String,
-        #[arg(long, default_value = "2s", value_parser = humantime_duration)]
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
-}
-
-fn humantime_duration(s: &str) -> Result<Duration, String> {
-    let seconds = s.strip_suffix('s').unwrap_or(s);
-    seconds
-        .parse::<f64>()
-        .map(Duration::from_secs_f64)
-        .map_err(|e| format!("{s}: {e}"))
 }
 
 #[tokio::main]

@@ -36,15 +36,15 @@ pub const SERVICE_NODE: &str = "node-2";
 
 /// A running meshed lab.
 pub struct Mesh {
-    // Declared first: the lab's processes go before the control planes.
+    // Dropped in this order: the operator, the lab's processes, the control planes.
+    pub operator: Option<Operator>,
     pub lab: Lab,
     pub planes: Vec<ControlPlane>,
-    pub operator: Option<Operator>,
     /// The user's kubeconfig: one admin context per cluster.
     pub contexts: PathBuf,
     pub operator_binary: PathBuf,
     pub kubectl: PathBuf,
-    dir: tempfile_dir::Dir,
+    dir: tempfile::TempDir,
 }
 
 /// How long the whole mesh may take to become Ready.
@@ -86,9 +86,13 @@ impl Mesh {
             wait_for_agents(plane, usize::from(NODES)).await?;
         }
 
-        let dir = tempfile_dir::Dir::new()?;
+        let dir = tempfile::Builder::new().prefix("kcm-netlab-").tempdir()?;
         let contexts = dir.path().join("kubeconfig");
-        std::fs::write(&contexts, contexts_yaml(&planes)?)?;
+        let named: Vec<(&str, &str)> = planes
+            .iter()
+            .map(|p| (p.name(), p.admin_kubeconfig()))
+            .collect();
+        std::fs::write(&contexts, testkit::merged_kubeconfig(&named)?)?;
         let mut mesh = Self {
             lab,
             planes,
@@ -351,28 +355,6 @@ async fn wait_for_agents(plane: &ControlPlane, count: usize) -> anyhow::Result<(
     }
 }
 
-/// The user's kubeconfig: a context per cluster, named after it.
-fn contexts_yaml(planes: &[ControlPlane]) -> anyhow::Result<String> {
-    let mut clusters = Vec::new();
-    let mut users = Vec::new();
-    let mut contexts = Vec::new();
-    for plane in planes {
-        let name = plane.name();
-        let config: serde_yaml::Value = serde_yaml::from_str(plane.admin_kubeconfig())?;
-        clusters
-            .push(serde_json::json!({ "name": name, "cluster": config["clusters"][0]["cluster"] }));
-        users.push(serde_json::json!({ "name": name, "user": config["users"][0]["user"] }));
-        contexts.push(
-            serde_json::json!({ "name": name, "context": { "cluster": name, "user": name } }),
-        );
-    }
-    Ok(serde_yaml::to_string(&serde_json::json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": clusters, "users": users, "contexts": contexts,
-        "current-context": HUB,
-    }))?)
-}
-
 /// The ClusterMesh a user writes from `connect`'s printed entries, with
 /// each cluster's whole pod range (so nodes added later are covered).
 pub fn cluster_mesh_yaml(plans: &[ClusterPlan]) -> String {
@@ -402,29 +384,6 @@ fn indent(text: &str) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// A temporary directory for the user's files, removed on drop.
-mod tempfile_dir {
-    pub struct Dir(std::path::PathBuf);
-
-    impl Dir {
-        pub fn new() -> std::io::Result<Self> {
-            let path = std::env::temp_dir().join(format!("kcm-netlab-{}", std::process::id()));
-            std::fs::create_dir_all(&path)?;
-            Ok(Self(path))
-        }
-
-        pub fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 /// `make demo`: the mesh, the status, a ping matrix and each cluster's

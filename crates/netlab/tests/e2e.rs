@@ -298,21 +298,7 @@ async fn scenarios(
         Duration::from_millis(200),
         Duration::from_secs(90),
     )?;
-    let overlapping =
-        r#"[{"op":"replace","path":"/spec/clusters/2/serviceCIDR","value":"10.202.0.0/16"}]"#;
-    mesh.kubectl(&[
-        "--context",
-        HUB,
-        "-n",
-        NAMESPACE,
-        "patch",
-        "clustermesh",
-        MESH,
-        "--type=json",
-        "-p",
-        overlapping,
-    ])
-    .await?;
+    set_service_cidr(mesh, "cluster-c", "10.202.0.0/16").await?;
     within(
         Duration::from_secs(30),
         "the CIDRConflict condition",
@@ -343,21 +329,7 @@ async fn scenarios(
         loss.lost() == 0,
         "pings between cluster-a and cluster-c lost during the conflict: {loss:?}"
     );
-    let fixed =
-        r#"[{"op":"replace","path":"/spec/clusters/2/serviceCIDR","value":"10.203.0.0/16"}]"#;
-    mesh.kubectl(&[
-        "--context",
-        HUB,
-        "-n",
-        NAMESPACE,
-        "patch",
-        "clustermesh",
-        MESH,
-        "--type=json",
-        "-p",
-        fixed,
-    ])
-    .await?;
+    set_service_cidr(mesh, "cluster-c", "10.203.0.0/16").await?;
     mesh.wait_ready().await?;
 
     say("5. cluster-b's anchor node leaves: its service range moves to another node");
@@ -473,6 +445,30 @@ async fn check_wireguard_peers(mesh: &Mesh) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Edits a cluster's `serviceCIDR` in the ClusterMesh, as a user would.
+async fn set_service_cidr(mesh: &Mesh, cluster: &str, cidr: &str) -> anyhow::Result<()> {
+    let index = ["cluster-a", "cluster-b", "cluster-c"]
+        .iter()
+        .position(|c| *c == cluster)
+        .ok_or_else(|| anyhow::anyhow!("no cluster {cluster}"))?;
+    let patch = format!(
+        r#"[{{"op":"replace","path":"/spec/clusters/{index}/serviceCIDR","value":"{cidr}"}}]"#
+    );
+    let args = [
+        "--context",
+        HUB,
+        "-n",
+        NAMESPACE,
+        "patch",
+        "clustermesh",
+        MESH,
+        "--type=json",
+        "-p",
+        &patch,
+    ];
+    mesh.kubectl(&args).await.map(drop)
 }
 
 /// The node of `cluster` whose Peers carry its service range.

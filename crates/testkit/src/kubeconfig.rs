@@ -31,3 +31,26 @@ pub fn yaml(cluster: &str, server: &str, ca_pem: &str, credentials: Credentials<
     // A JSON value always serializes to YAML.
     serde_yaml::to_string(&config).unwrap_or_default()
 }
+
+/// One kubeconfig with a context per `(name, kubeconfig YAML)`, each
+/// context, cluster and user named `name`, the first context current: what
+/// a user's merged `~/.kube/config` holds.
+pub fn merged(contexts: &[(&str, &str)]) -> Result<String, serde_yaml::Error> {
+    let mut clusters = Vec::new();
+    let mut users = Vec::new();
+    let mut named = Vec::new();
+    for (name, yaml) in contexts {
+        let config: serde_yaml::Value = serde_yaml::from_str(yaml)?;
+        clusters
+            .push(serde_json::json!({ "name": name, "cluster": config["clusters"][0]["cluster"] }));
+        users.push(serde_json::json!({ "name": name, "user": config["users"][0]["user"] }));
+        named.push(
+            serde_json::json!({ "name": name, "context": { "cluster": name, "user": name } }),
+        );
+    }
+    serde_yaml::to_string(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": clusters, "users": users, "contexts": named,
+        "current-context": contexts.first().map(|c| c.0).unwrap_or_default(),
+    }))
+}

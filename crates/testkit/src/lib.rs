@@ -24,5 +24,6 @@ mod tools;
 
 pub use control_plane::{ControlPlane, Error, client_from_yaml};
 pub use http::http_get;
+pub use kubeconfig::merged as merged_kubeconfig;
 pub use process::Process;
 pub use tools::binary as tool;

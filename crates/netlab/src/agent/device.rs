@@ -172,36 +172,29 @@ impl Device {
             })
             .collect();
         for (destination, via) in current.difference(&wanted) {
-            let mut args = vec![
-                "route",
-                "del",
-                destination.as_str(),
-                "dev",
-                &self.interface,
-                "proto",
-                "static",
-            ];
-            if let Some(via) = via {
-                args.extend(["via", via.as_str()]);
-            }
-            run("ip", &args).await?;
+            self.route("del", destination, via.as_deref()).await?;
         }
         for (destination, via) in wanted.difference(&current) {
-            let mut args = vec![
-                "route",
-                "replace",
-                destination.as_str(),
-                "dev",
-                &self.interface,
-                "proto",
-                "static",
-            ];
-            if let Some(via) = via {
-                args.extend(["via", via.as_str(), "onlink"]);
-            }
-            run("ip", &args).await?;
+            self.route("replace", destination, via.as_deref()).await?;
         }
         Ok(current != wanted)
+    }
+
+    /// `ip route <verb>` of one `proto static` route on the interface.
+    async fn route(&self, verb: &str, destination: &str, via: Option<&str>) -> anyhow::Result<()> {
+        let mut args = vec![
+            "route",
+            verb,
+            destination,
+            "dev",
+            &self.interface,
+            "proto",
+            "static",
+        ];
+        if let Some(via) = via {
+            args.extend(["via", via, "onlink"]);
+        }
+        run("ip", &args).await.map(drop)
     }
 
     /// `Topology.Rules` with `--cni=false`: nat POSTROUTING sends what comes

@@ -56,18 +56,11 @@ pub struct Args {
     /// `full` only, for now; `location` and `cross` come with the granularity work.
     #[arg(long, default_value = "full")]
     pub mesh_granularity: String,
-    #[arg(long, default_value = "30s", value_parser = parse_seconds)]
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub resync_period: Duration,
     /// kg keeps its key at this fixed path.
     #[arg(long, default_value = "/var/lib/kilo/key")]
     pub key_file: PathBuf,
-}
-
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    s.trim_end_matches('s')
-        .parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|e| format!("{s}: {e} (e.g. 30s)"))
 }
 
 /// Runs the agent until it is killed.

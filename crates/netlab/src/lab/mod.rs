@@ -320,16 +320,17 @@ impl Lab {
         .await?;
 
         let mut others = Vec::new();
-        let wireguard = self.node_process(
+        let wireguard = spawn_on_node(
+            &self.dir,
             &plan,
             "wireguard-go",
             Path::new("wireguard-go"),
             &["-f", "kilo0"],
-            &[],
         )?;
         others.push(wireguard);
         wait_for_path(&node_dir.join("run-wireguard/kilo0.sock")).await?;
-        others.push(self.node_process(
+        others.push(spawn_on_node(
+            &self.dir,
             &plan,
             "api forwarder",
             &self.tool,
@@ -338,7 +339,6 @@ impl Lab {
                 &format!("--listen=127.0.0.1:{api_port}"),
                 &format!("--to=unix:{}", self.socket(cluster).display()),
             ],
-            &[],
         )?);
         if let Some(backend) = self.cluster(cluster)?.service_backend {
             service_rules(&plan, &cluster_plan, backend).await?;
@@ -530,18 +530,7 @@ impl Lab {
                 ],
             ),
         };
-        spawn_on_node(dir, plan, "agent", program, &args, &[])
-    }
-
-    fn node_process(
-        &self,
-        plan: &NodePlan,
-        what: &str,
-        program: &Path,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> anyhow::Result<Process> {
-        spawn_on_node(&self.dir, plan, what, program, args, env)
+        spawn_on_node(dir, plan, "agent", program, &args)
     }
 
     fn cluster(&self, name: &str) -> anyhow::Result<&LabCluster> {
@@ -588,7 +577,6 @@ fn spawn_on_node(
     what: &str,
     program: &Path,
     args: &[&str],
-    env: &[(&str, &str)],
 ) -> anyhow::Result<Process> {
     let mut full = vec![
         format!("--net=/run/netns/{}", plan.netns),
@@ -597,10 +585,8 @@ fn spawn_on_node(
             dir.join(format!("{}.mnt", plan.netns)).display()
         ),
         "--".into(),
-        "env".into(),
+        program.display().to_string(),
     ];
-    full.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
-    full.push(program.display().to_string());
     full.extend(args.iter().map(|a| (*a).to_owned()));
     let log = dir.join(format!("{}-{}.log", plan.netns, what.replace(' ', "-")));
     Process::spawn(

@@ -248,25 +248,8 @@ pub fn condition<'a>(
 /// One kubeconfig file with a context per `(name, kubeconfig)`, the first
 /// current, as a user's merged `~/.kube/config` would be.
 pub fn contexts_file(dir: &std::path::Path, contexts: &[(&str, &str)]) -> std::path::PathBuf {
-    let mut clusters = Vec::new();
-    let mut users = Vec::new();
-    let mut named = Vec::new();
-    for (name, yaml) in contexts {
-        let config: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
-        clusters
-            .push(serde_json::json!({ "name": name, "cluster": config["clusters"][0]["cluster"] }));
-        users.push(serde_json::json!({ "name": name, "user": config["users"][0]["user"] }));
-        named.push(
-            serde_json::json!({ "name": name, "context": { "cluster": name, "user": name } }),
-        );
-    }
-    let merged = serde_json::json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": clusters, "users": users, "contexts": named,
-        "current-context": contexts[0].0,
-    });
     let path = dir.join("config");
-    std::fs::write(&path, serde_yaml::to_string(&merged).unwrap()).unwrap();
+    std::fs::write(&path, testkit::merged_kubeconfig(contexts).unwrap()).unwrap();
     path
 }
 
