@@ -392,6 +392,8 @@ pub async fn demo(tool: PathBuf, keep: Option<Duration>) -> anyhow::Result<()> {
     let started = Instant::now();
     let say = |step: &str| eprintln!("[{:>5.1}s] {step}", started.elapsed().as_secs_f64());
     let operator_binary = tool.with_file_name("kilo-clustermesh-operator");
+    // Refusals (not root, no /dev/net/tun, a tool missing) before anything is made.
+    crate::lab::host::preflight()?;
     let run = async {
         let mesh = Mesh::start(tool, operator_binary, &say).await?;
         say("ping matrix: every pod to every pod of the other clusters");

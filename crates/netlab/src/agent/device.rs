@@ -327,3 +327,40 @@ async fn resolve(endpoint: &Endpoint) -> anyhow::Result<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dump_of_wg_show_reads_as_the_device_state() {
+        let dump = "cHJpdmF0ZQ==\tcHVibGlj\t51820\toff\n\
+                    a2V5MQ==\t(none)\t198.51.100.11:51820\t10.2.1.0/24,10.102.0.1/32\t1764094105\t148\t240\t25\n\
+                    a2V5Mg==\t(none)\t(none)\t(none)\t0\t0\t0\toff\n";
+        let state = WireGuardState::parse(dump);
+        assert_eq!(state.private_key, "cHJpdmF0ZQ==");
+        assert_eq!(state.listen_port, 51820);
+        let first = &state.peers["a2V5MQ=="];
+        assert_eq!(first.endpoint.as_deref(), Some("198.51.100.11:51820"));
+        assert_eq!(
+            first.allowed_ips,
+            BTreeSet::from(["10.2.1.0/24".to_owned(), "10.102.0.1/32".to_owned()])
+        );
+        assert_eq!(first.persistent_keepalive, 25);
+        let second = &state.peers["a2V5Mg=="];
+        assert!(second.endpoint.is_none() && second.allowed_ips.is_empty());
+        assert_eq!(second.persistent_keepalive, 0);
+    }
+
+    #[test]
+    fn host_routes_are_written_as_ip_route_prints_them() {
+        assert_eq!(
+            route_destination("10.102.0.1/32".parse().unwrap()),
+            "10.102.0.1"
+        );
+        assert_eq!(
+            route_destination("10.2.1.0/24".parse().unwrap()),
+            "10.2.1.0/24"
+        );
+    }
+}
