@@ -31,10 +31,14 @@ pub async fn run_with_input(
         .spawn()
         .with_context(|| format!("starting `{line}`"))?;
     if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(input.as_bytes())
-            .await
-            .with_context(|| format!("writing the input of `{line}`"))?;
+        // A program that exits without reading its input is judged by its
+        // exit status, not by the broken pipe.
+        match stdin.write_all(input.as_bytes()).await {
+            Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(error).with_context(|| format!("writing the input of `{line}`"));
+            }
+            _ => {}
+        }
     }
     let output = child
         .wait_with_output()

@@ -48,7 +48,9 @@ impl Device {
         let dump = run("wg", &["show", &self.interface, "dump"]).await?;
         let current = WireGuardState::parse(&dump);
         let mut args: Vec<String> = Vec::new();
-        if current.private_key != self.private_key || current.listen_port != topology.listen_port {
+        let identity =
+            current.private_key != self.private_key || current.listen_port != topology.listen_port;
+        if identity {
             args.extend([
                 "private-key".into(),
                 "/dev/stdin".into(),
@@ -102,7 +104,9 @@ impl Device {
         }
         let mut full = vec!["set", self.interface.as_str()];
         full.extend(args.iter().map(String::as_str));
-        run_with_input("wg", &full, Some(&self.private_key)).await?;
+        // `private-key /dev/stdin`: the key never shows in a command line.
+        let input = identity.then_some(self.private_key.as_str());
+        run_with_input("wg", &full, input).await?;
         Ok(true)
     }
 

@@ -37,6 +37,9 @@ use crate::sh;
 
 /// kg's check-in period; a node unseen for twice as long is not ready.
 const CHECK_IN_PERIOD: Duration = Duration::from_secs(30);
+/// After a failed check-in or apply, the next try (kg waits for its resync;
+/// the lab's nodes start in a burst, and a second counts there).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The agent's flags: the subset of kg's that the lab uses, same names.
 #[derive(clap::Args, Debug)]
@@ -94,12 +97,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut check_in = tokio::time::interval(CHECK_IN_PERIOD);
     let node_api = Api::<Node>::all(client);
     let mut last_check_in = 0;
+    let mut retry_soon = false;
     loop {
+        let retry = async {
+            match retry_soon {
+                true => tokio::time::sleep(RETRY_AFTER).await,
+                false => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = changed.notified() => {}
             _ = resync.tick() => {}
             _ = check_in.tick() => last_check_in = 0,
+            _ = retry => {}
         }
+        retry_soon = false;
         let now = unix_now();
         let all: Vec<KiloNode> = nodes
             .state()
@@ -121,7 +133,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .as_ref()
             .map(|t| t.wireguard_cidr.to_string())
             .unwrap_or_default();
-        let wanted = own_annotations(&local, &public_key, args.port, &wireguard_ip)?;
+        let wanted = match own_annotations(&local, &public_key, args.port, &wireguard_ip) {
+            Ok(wanted) => wanted,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "cannot check in");
+                retry_soon = true;
+                continue;
+            }
+        };
         let current = local.metadata.annotations.clone().unwrap_or_default();
         let stale = wanted.iter().any(|(k, v)| current.get(k) != Some(v));
         if stale || now - last_check_in >= CHECK_IN_PERIOD.as_secs() as i64 {
@@ -137,7 +156,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await
             {
                 Ok(_) => last_check_in = now,
-                Err(error) => tracing::warn!(%error, "check-in failed"),
+                Err(error) => {
+                    tracing::warn!(%error, "check-in failed");
+                    retry_soon = true;
+                }
             }
         }
         match topology {
@@ -152,7 +174,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 ),
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), "applying the topology failed")
+                    tracing::warn!(error = format!("{error:#}"), "applying the topology failed");
+                    retry_soon = true;
                 }
             },
         }
