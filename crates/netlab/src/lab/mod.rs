@@ -298,12 +298,11 @@ impl Lab {
         }
 
         // The node's own /run/wireguard and /var/lib/kilo.
-        let node_dir = self.dir.join(&plan.netns);
         let mount_ns = self.mount_ns(&plan.netns);
         std::fs::File::create(&mount_ns)?;
         let mut binds = String::new();
         for private_dir in host::PRIVATE_DIRS {
-            let own = node_dir.join(private_dir.trim_start_matches('/').replace('/', "-"));
+            let own = self.private_dir(&plan.netns, private_dir);
             std::fs::create_dir_all(&own)?;
             binds.push_str(&format!("mount --bind {} {private_dir} && ", own.display()));
         }
@@ -328,7 +327,10 @@ impl Lab {
             &["-f", "kilo0"],
         )?;
         others.push(wireguard);
-        wait_for_path(&node_dir.join("run-wireguard/kilo0.sock")).await?;
+        let socket = self
+            .private_dir(&plan.netns, "/run/wireguard")
+            .join("kilo0.sock");
+        wait_for_path(&socket).await?;
         others.push(spawn_on_node(
             &self.dir,
             &plan,
@@ -393,29 +395,13 @@ impl Lab {
 
     /// Restarts a node's agent with a new private key, as after a reinstall.
     pub async fn regenerate_key(&mut self, cluster: &str, name: &str) -> anyhow::Result<()> {
-        let dir = self.dir.clone();
-        let agent = self.agent.clone();
-        let tool = self.tool.clone();
-        let node = self
-            .cluster_mut(cluster)?
-            .nodes
-            .get_mut(name)
-            .with_context(|| format!("{cluster} has no node {name}"))?;
+        let node = self.node_mut(cluster, name)?;
         node.agent = None; // killed
-        let key = dir.join(&node.plan.netns).join("var-lib-kilo/key");
-        std::fs::remove_file(&key).with_context(|| format!("removing {}", key.display()))?;
         let plan = node.plan.clone();
-        let restarted = Lab::agent_process(
-            &dir,
-            &tool,
-            &agent,
-            &plan,
-            self.kubeconfig(cluster)?,
-            self.subnet(cluster)?,
-        )?;
-        if let Some(node) = self.cluster_mut(cluster)?.nodes.get_mut(name) {
-            node.agent = Some(restarted);
-        }
+        let key = self.private_dir(&plan.netns, "/var/lib/kilo").join("key");
+        std::fs::remove_file(&key).with_context(|| format!("removing {}", key.display()))?;
+        let restarted = self.start_agent(&plan)?;
+        self.node_mut(cluster, name)?.agent = Some(restarted);
         Ok(())
     }
 
@@ -490,30 +476,16 @@ impl Lab {
     }
 
     fn start_agent(&self, plan: &NodePlan) -> anyhow::Result<Process> {
-        Lab::agent_process(
-            &self.dir,
-            &self.tool,
-            &self.agent,
-            plan,
-            self.kubeconfig(&plan.cluster)?,
-            self.subnet(&plan.cluster)?,
-        )
-    }
-
-    fn agent_process(
-        dir: &Path,
-        tool: &Path,
-        agent: &NodeAgent,
-        plan: &NodePlan,
-        kubeconfig: PathBuf,
-        subnet: String,
-    ) -> anyhow::Result<Process> {
-        let kubeconfig = format!("--kubeconfig={}", kubeconfig.display());
+        let cluster = self.cluster(&plan.cluster)?;
+        let kubeconfig = format!("--kubeconfig={}", cluster.kubeconfig.display());
         let hostname = format!("--hostname={}", plan.name);
-        let subnet = format!("--subnet={subnet}");
+        let subnet = format!("--subnet={}", cluster.plan.wireguard);
         let port = format!("--port={WIREGUARD_PORT}");
-        let (program, args): (&Path, Vec<&str>) = match agent {
-            NodeAgent::Compatible => (tool, vec!["agent", &kubeconfig, &hostname, &subnet, &port]),
+        let (program, args): (&Path, Vec<&str>) = match &self.agent {
+            NodeAgent::Compatible => (
+                &self.tool,
+                vec!["agent", &kubeconfig, &hostname, &subnet, &port],
+            ),
             // The flags docs/netlab.md lists for running kg outside a pod.
             NodeAgent::Kilo(kg) => (
                 kg,
@@ -530,7 +502,21 @@ impl Lab {
                 ],
             ),
         };
-        spawn_on_node(dir, plan, "agent", program, &args)
+        spawn_on_node(&self.dir, plan, "agent", program, &args)
+    }
+
+    /// The node's own copy of one of [`host::PRIVATE_DIRS`].
+    fn private_dir(&self, netns: &str, dir: &str) -> PathBuf {
+        self.dir
+            .join(netns)
+            .join(dir.trim_start_matches('/').replace('/', "-"))
+    }
+
+    fn node_mut(&mut self, cluster: &str, name: &str) -> anyhow::Result<&mut LabNode> {
+        self.cluster_mut(cluster)?
+            .nodes
+            .get_mut(name)
+            .with_context(|| format!("{cluster} has no node {name}"))
     }
 
     fn cluster(&self, name: &str) -> anyhow::Result<&LabCluster> {
@@ -543,14 +529,6 @@ impl Lab {
         self.clusters
             .get_mut(name)
             .with_context(|| format!("the lab has no cluster {name}"))
-    }
-
-    fn kubeconfig(&self, cluster: &str) -> anyhow::Result<PathBuf> {
-        Ok(self.cluster(cluster)?.kubeconfig.clone())
-    }
-
-    fn subnet(&self, cluster: &str) -> anyhow::Result<String> {
-        Ok(self.cluster(cluster)?.plan.wireguard.to_string())
     }
 
     fn socket(&self, cluster: &str) -> PathBuf {
