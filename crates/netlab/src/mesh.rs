@@ -44,7 +44,6 @@ pub struct Mesh {
     pub contexts: PathBuf,
     pub operator_binary: PathBuf,
     pub kubectl: PathBuf,
-    dir: tempfile::TempDir,
 }
 
 /// How long the whole mesh may take to become Ready.
@@ -86,8 +85,8 @@ impl Mesh {
             wait_for_agents(plane, usize::from(NODES)).await?;
         }
 
-        let dir = tempfile::Builder::new().prefix("kcm-netlab-").tempdir()?;
-        let contexts = dir.path().join("kubeconfig");
+        // The user's files live with the lab's, and go with them.
+        let contexts = lab.dir().join("kubeconfig");
         let named: Vec<(&str, &str)> = planes
             .iter()
             .map(|p| (p.name(), p.admin_kubeconfig()))
@@ -100,7 +99,6 @@ impl Mesh {
             contexts,
             operator_binary,
             kubectl,
-            dir,
         };
         say("the operator: kilo-clustermesh-operator run, against the hub");
         mesh.kubectl(&["--context", HUB, "create", "namespace", NAMESPACE])
@@ -127,7 +125,7 @@ impl Mesh {
             say(&indent(&printed));
         }
         say("kubectl --context cluster-a apply -f clustermesh.yaml");
-        let manifest = mesh.dir.path().join("clustermesh.yaml");
+        let manifest = mesh.lab.dir().join("clustermesh.yaml");
         std::fs::write(&manifest, cluster_mesh_yaml(&plans))?;
         mesh.kubectl(&[
             "--context",
@@ -154,9 +152,9 @@ impl Mesh {
 
     /// Starts (or restarts) the operator process.
     pub fn start_operator(&mut self) -> anyhow::Result<()> {
-        let hub = self.dir.path().join("hub.kubeconfig");
+        let hub = self.lab.dir().join("hub.kubeconfig");
         std::fs::write(&hub, self.planes[0].admin_kubeconfig())?;
-        let log = self.dir.path().join("operator.log");
+        let log = self.lab.dir().join("operator.log");
         self.operator = Some(Operator::start(&self.operator_binary, &hub, &log)?);
         Ok(())
     }
@@ -174,7 +172,7 @@ impl Mesh {
 
     /// The operator's log so far.
     pub fn operator_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default()
+        std::fs::read_to_string(self.lab.dir().join("operator.log")).unwrap_or_default()
     }
 
     /// The control plane of `cluster`.
@@ -416,10 +414,19 @@ pub async fn demo(tool: PathBuf, keep: Option<Duration>) -> anyhow::Result<()> {
             println!("  {}", mesh.lab.enter_command(&node.netns, "wg show kilo0"));
             println!("  ip netns exec {} ip route", node.netns);
         }
-        println!("  ip netns exec kcmlab-a1-p1 ping 10.2.1.11");
+        let pods: Vec<_> = mesh
+            .lab
+            .all_nodes()
+            .into_iter()
+            .flat_map(|n| n.pods)
+            .collect();
+        if let (Some(from), Some(to)) = (pods.first(), pods.last()) {
+            println!("  ip netns exec {} ping {}", from.netns, to.ip);
+        }
         println!(
-            "  KUBECONFIG={} kubectl get peers --context cluster-b",
-            mesh.contexts.display()
+            "  KUBECONFIG={} {} get peers --context cluster-b",
+            mesh.contexts.display(),
+            mesh.kubectl.display()
         );
         match keep {
             Some(keep) => {

@@ -162,6 +162,12 @@ impl Lab {
         Ok(())
     }
 
+    /// The lab's state directory ([`host::STATE_DIR`]): sockets, logs,
+    /// kubeconfigs; removed with the lab.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The `kcm-netlab` binary the lab runs in its namespaces.
     pub fn tool(&self) -> &Path {
         &self.tool
