@@ -46,6 +46,10 @@ pub struct Mesh {
     pub kubectl: PathBuf,
 }
 
+/// How long the demo's pings and requests may take to all succeed once the
+/// mesh is Ready.
+const SETTLE: Duration = Duration::from_secs(30);
+
 /// How long the whole mesh may take to become Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -395,10 +399,10 @@ pub async fn demo(tool: PathBuf, keep: Option<Duration>) -> anyhow::Result<()> {
     let run = async {
         let mesh = Mesh::start(tool, operator_binary, &say).await?;
         say("ping matrix: every pod to every pod of the other clusters");
-        let matrix = probe::ping_matrix(&mesh.lab).await;
+        let matrix = probe::settled_ping_matrix(&mesh.lab, SETTLE).await;
         println!("{}", probe::render_matrix(&matrix));
         say("services: each cluster's ClusterIP from a pod of every other cluster");
-        let services = probe::service_matrix(&mesh.lab).await;
+        let services = probe::settled_service_matrix(&mesh.lab, SETTLE).await;
         println!("{}", probe::render_services(&services));
         let failed = matrix.iter().filter(|p| !p.reached()).count()
             + services.iter().filter(|s| s.reply.is_err()).count();

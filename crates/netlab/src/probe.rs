@@ -85,6 +85,34 @@ pub async fn ping_matrix(lab: &Lab) -> Vec<Ping> {
     .await
 }
 
+/// Repeats [`ping_matrix`] until every pair answers, for at most `limit`,
+/// and returns the last one: a first packet waits for its tunnel's first
+/// handshake, which WireGuard tries again only after 5 s when it is lost
+/// (for example while the other end's agent is still adding the peer).
+pub async fn settled_ping_matrix(lab: &Lab, limit: Duration) -> Vec<Ping> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let matrix = ping_matrix(lab).await;
+        if matrix.iter().all(Ping::reached) || Instant::now() > deadline {
+            return matrix;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Repeats [`service_matrix`] until every request is answered, for at most
+/// `limit`, and returns the last one.
+pub async fn settled_service_matrix(lab: &Lab, limit: Duration) -> Vec<ServiceProbe> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let probes = service_matrix(lab).await;
+        if probes.iter().all(|p| p.reply.is_ok()) || Instant::now() > deadline {
+            return probes;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The matrix as a table: rows are sources, columns destinations, cells
 /// the round trip or `FAIL`.
 pub fn render_matrix(pings: &[Ping]) -> String {

@@ -57,12 +57,12 @@ async fn scenarios(
     say: &dyn Fn(&str),
 ) -> anyhow::Result<()> {
     say("1. every pod reaches every pod of the other clusters");
-    let matrix = within(Duration::from_secs(30), "the full ping matrix", || async {
-        let matrix = probe::ping_matrix(&mesh.lab).await;
-        matrix.iter().all(probe::Ping::reached).then_some(matrix)
-    })
-    .await?;
+    let matrix = probe::settled_ping_matrix(&mesh.lab, Duration::from_secs(30)).await;
     eprintln!("{}", probe::render_matrix(&matrix));
+    anyhow::ensure!(
+        matrix.iter().all(probe::Ping::reached),
+        "a pair never answered within 30 s"
+    );
     let rtts: Vec<f64> = matrix.iter().filter_map(|p| p.rtt_ms).collect();
     figures.insert("ping_pairs", matrix.len().into());
     figures.insert(
@@ -72,15 +72,7 @@ async fn scenarios(
     check_wireguard_peers(mesh).await?;
 
     say("2. each cluster's service through its ClusterIP from the other clusters");
-    let services = within(
-        Duration::from_secs(20),
-        "every service answering",
-        || async {
-            let probes = probe::service_matrix(&mesh.lab).await;
-            probes.iter().all(|p| p.reply.is_ok()).then_some(probes)
-        },
-    )
-    .await?;
+    let services = probe::settled_service_matrix(&mesh.lab, Duration::from_secs(20)).await;
     eprintln!("{}", probe::render_services(&services));
     for probe in &services {
         let reply = probe.reply.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
@@ -272,18 +264,12 @@ async fn scenarios(
     let loss = ping.stop().await?;
     figures.insert("key_change_ping", serde_json::to_value(loss)?);
     // Every other node needs a new handshake with it: the whole matrix again.
-    within(
-        Duration::from_secs(60),
-        "the full ping matrix after the key change",
-        || async {
-            probe::ping_matrix(&mesh.lab)
-                .await
-                .iter()
-                .all(probe::Ping::reached)
-                .then_some(())
-        },
-    )
-    .await?;
+    let matrix = probe::settled_ping_matrix(&mesh.lab, Duration::from_secs(60)).await;
+    anyhow::ensure!(
+        matrix.iter().all(probe::Ping::reached),
+        "a pair never answered again after the key change:\n{}",
+        probe::render_matrix(&matrix)
+    );
     figures.insert(
         "key_change_full_matrix_seconds",
         changed.elapsed().as_secs_f64().into(),
