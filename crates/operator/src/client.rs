@@ -1,8 +1,15 @@
-//! How every cluster's client is built: rate limited (`--kube-api-qps`,
-//! `--kube-api-burst`) and counted (`kilo_clustermesh_kube_requests_total`),
-//! so that what the operator costs each API server is visible.
+//! How every cluster's client is built: bounded in time (every request but
+//! a watch), rate limited (`--kube-api-qps`, `--kube-api-burst`) and counted
+//! (`kilo_clustermesh_kube_requests_total`), so that a hung API server holds
+//! up only its own cluster's requests, and what the operator costs each API
+//! server is visible.
 
-use std::task::{Context, Poll};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use tower::{Layer, Service};
@@ -25,7 +32,9 @@ pub fn build(
         client: client.to_owned(),
     };
     let builder = kube::client::ClientBuilder::try_from(config)?;
+    // Innermost, so that waiting for the rate limit is not counted.
     Ok(builder
+        .with_layer(&TimeoutLayer)
         .with_layer(&RateLimitLayer::new(limits))
         .with_layer(&counting)
         .build())
@@ -47,6 +56,63 @@ fn verb<B>(request: &http::Request<B>) -> &'static str {
         http::Method::PUT => "update",
         http::Method::DELETE => "delete",
         _ => "other",
+    }
+}
+
+/// How long a request other than a watch may wait for its answer (the
+/// watches' own health is the probe's business, `crate::probe`).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Fails every request but a watch that has no answer within
+/// [`REQUEST_TIMEOUT`].
+#[derive(Clone, Copy)]
+struct TimeoutLayer;
+
+impl<S> Layer<S> for TimeoutLayer {
+    type Service = Timed<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Timed { inner }
+    }
+}
+
+#[derive(Clone)]
+struct Timed<S> {
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for Timed<S>
+where
+    S: Service<http::Request<B>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let watch = verb(&request) == "watch";
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            if watch {
+                return call.await.map_err(Into::into);
+            }
+            match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+                Ok(answer) => answer.map_err(Into::into),
+                Err(_) => Err(format!(
+                    "the API server did not answer within {} s",
+                    REQUEST_TIMEOUT.as_secs()
+                )
+                .into()),
+            }
+        })
     }
 }
 
@@ -98,6 +164,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_but_watches_time_out() {
+        let hanging = tower::service_fn(|_: http::Request<()>| {
+            std::future::pending::<Result<(), std::convert::Infallible>>()
+        });
+        let mut service = TimeoutLayer.layer(hanging);
+        let get = service.call(request(http::Method::GET, "/api/v1/nodes?limit=1"));
+        let error = get.await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("did not answer within 10 s"), "{error}");
+        let watch = service.call(request(http::Method::GET, "/api/v1/nodes?watch=true"));
+        let waited = tokio::time::timeout(REQUEST_TIMEOUT * 3, watch).await;
+        assert!(waited.is_err(), "a watch is not cut by the request timeout");
+    }
 
     fn request(method: http::Method, uri: &str) -> http::Request<()> {
         http::Request::builder()

@@ -7,11 +7,16 @@
 //! watches; the old ones stop when no mesh uses them any more. Stores keep
 //! their last contents while a watch fails, so an unreachable cluster still
 //! has a last known view.
+//!
+//! Each cluster is also probed every few seconds ([`crate::probe`]): a
+//! frozen API server or a revoked token makes it unreachable even while its
+//! old watch connections stay open.
 
 use std::{
     collections::{BTreeSet, HashMap, hash_map::DefaultHasher},
     hash::{Hash, Hasher},
     sync::{Arc, Mutex, Weak},
+    time::Duration,
 };
 
 use api::{ClusterMesh, Peer};
@@ -26,10 +31,13 @@ use kube::{
     runtime::{
         WatchStreamExt,
         reflector::{self, ObjectRef, Store},
+        utils::Backoff,
         watcher::{self, Event},
     },
 };
 use tokio::{sync::mpsc, task::AbortHandle};
+
+use crate::probe::{self, ProbeFailure};
 
 /// Where a cluster's client comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,17 +53,19 @@ pub enum ClusterSource {
     },
 }
 
-/// Reachability of a cluster as its watches see it.
+/// Reachability of a cluster as its watches and its probe see it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Health {
     /// Both watches have listed the cluster at least once.
     pub synced: bool,
-    /// False while a watch of the cluster is failing.
+    /// False while a watch of the cluster or its probe is failing.
     pub reachable: bool,
     /// When the cluster became unreachable.
     pub unreachable_since: Option<Time>,
-    /// The last watch error, while unreachable.
+    /// Why, while unreachable.
     pub error: Option<String>,
+    /// Whether the cluster refuses the operator's credentials.
+    pub credentials_refused: bool,
 }
 
 /// A cluster being watched: its client and the last known Nodes and Peers.
@@ -73,6 +83,8 @@ struct WatchHealth {
     nodes_synced: bool,
     peers_synced: bool,
     failing: Option<(Time, String)>,
+    probe_failures_in_a_row: u32,
+    probe_failing: Option<(Time, ProbeFailure)>,
 }
 
 impl WatchedCluster {
@@ -82,11 +94,20 @@ impl WatchedCluster {
             .health
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let probe = health.probe_failing.as_ref();
+        let since = [
+            health.failing.as_ref().map(|(since, _)| since),
+            probe.map(|(since, _)| since),
+        ];
         Health {
             synced: health.nodes_synced && health.peers_synced,
-            reachable: health.failing.is_none(),
-            unreachable_since: health.failing.as_ref().map(|(since, _)| since.clone()),
-            error: health.failing.as_ref().map(|(_, error)| error.clone()),
+            reachable: health.failing.is_none() && probe.is_none(),
+            unreachable_since: since.into_iter().flatten().min_by_key(|t| t.0).cloned(),
+            // The probe's cause is the one a user can act on.
+            error: probe
+                .map(|(_, failure)| failure.message())
+                .or_else(|| health.failing.as_ref().map(|(_, error)| error.clone())),
+            credentials_refused: probe.is_some_and(|(_, failure)| failure.is_credentials()),
         }
     }
 }
@@ -196,6 +217,15 @@ fn start(source: ClusterSource, client: Client, registry: Weak<Inner>) -> Arc<Wa
     let tasks = vec![
         tokio::spawn(follower(Kind::Nodes).follow(node_events, node_fingerprint)).abort_handle(),
         tokio::spawn(follower(Kind::Peers).follow(peer_events, peer_fingerprint)).abort_handle(),
+        tokio::spawn(
+            Prober {
+                source: source.clone(),
+                health: health.clone(),
+                registry: registry.clone(),
+            }
+            .probe(client.clone()),
+        )
+        .abort_handle(),
     ];
     Arc::new(WatchedCluster {
         source,
@@ -211,7 +241,40 @@ fn watcher<K>(api: Api<K>) -> impl Stream<Item = Result<Event<K>, watcher::Error
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    watcher::watcher(api, watcher::Config::default()).default_backoff()
+    watcher::watcher(api, watcher::Config::default()).backoff(WatchBackoff::default())
+}
+
+/// Reconnects a failed watch after 0.5 s, doubling up to 3 s: a cluster that
+/// heals is watched again within seconds (kube's default waits up to 30 s).
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(3);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = self.next;
+        self.next = (wait * 2).min(Self::MAX);
+        Some(wait)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -303,11 +366,66 @@ impl Follower {
             .failing
             .take()
             .map_or_else(|| Time(Timestamp::now()), |(since, _)| since);
-        health.failing = Some((since, error.to_string()));
+        health.failing = Some((
+            since,
+            format!("watching failed: {}", probe::root_cause(error)),
+        ));
         if first_failure {
             tracing::warn!(cluster = ?self.source, %error, "cluster unreachable");
         }
         first_failure
+    }
+}
+
+/// Probes one cluster.
+struct Prober {
+    source: ClusterSource,
+    health: Arc<Mutex<WatchHealth>>,
+    registry: Weak<Inner>,
+}
+
+impl Prober {
+    /// Probes the cluster every [`probe::INTERVAL`] until aborted, and
+    /// triggers the meshes using it when its reachability changes.
+    async fn probe(self, client: Client) {
+        let mut ticks = tokio::time::interval(probe::INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let outcome = probe::probe(&client).await;
+            if self.record_probe(outcome) {
+                let Some(registry) = self.registry.upgrade() else {
+                    return;
+                };
+                registry.trigger_users(&self.source);
+            }
+        }
+    }
+
+    /// Returns whether the probe's verdict changed.
+    fn record_probe(&self, outcome: Result<(), ProbeFailure>) -> bool {
+        let mut health = lock(&self.health);
+        let failure = match outcome {
+            Ok(()) => {
+                health.probe_failures_in_a_row = 0;
+                return health.probe_failing.take().is_some();
+            }
+            Err(failure) => failure,
+        };
+        health.probe_failures_in_a_row += 1;
+        let counts = failure.is_definite()
+            || health.probe_failures_in_a_row >= probe::FAILURES_BEFORE_UNREACHABLE;
+        if !counts {
+            return false;
+        }
+        let previous = health.probe_failing.take();
+        let changed = previous.as_ref().is_none_or(|(_, was)| *was != failure);
+        if changed {
+            tracing::warn!(cluster = ?self.source, cause = %failure.message(), "cluster unreachable");
+        }
+        let since = previous.map_or_else(|| Time(Timestamp::now()), |(since, _)| since);
+        health.probe_failing = Some((since, failure));
+        changed
     }
 }
 

@@ -12,6 +12,7 @@ pub mod kubeconfig;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod probe;
 pub mod rate_limit;
 pub mod report;
 pub mod run;

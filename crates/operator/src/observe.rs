@@ -57,10 +57,16 @@ pub fn observation(resolved: &Resolved) -> Observation {
     };
     match (health.synced, health.reachable) {
         (true, true) => Observation::Observed(view()),
-        (synced, false) => Observation::Unreachable {
-            cause: Unreachable::Connection(health.error.unwrap_or_default()),
-            last_known: synced.then(view),
-        },
+        (synced, false) => {
+            let why = health.error.unwrap_or_default();
+            Observation::Unreachable {
+                cause: match health.credentials_refused {
+                    true => Unreachable::Credentials(why),
+                    false => Unreachable::Connection(why),
+                },
+                last_known: synced.then(view),
+            }
+        }
         (false, true) => Observation::Unreachable {
             cause: Unreachable::Syncing,
             last_known: None,

@@ -209,6 +209,11 @@ impl ControlPlane {
         format!("https://127.0.0.1:{}", self.port)
     }
 
+    /// The API server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The CA that signed the serving and client certificates, PEM.
     pub fn ca_pem(&self) -> &str {
         &self.pki.ca_cert

@@ -10,12 +10,17 @@
 //! `KCM_KUBE_APISERVER` picks another API server binary there, e.g.
 //! `kube-apiserver-1.28`.
 //!
+//! [`FaultProxy`] stands in front of an API server and makes it refuse,
+//! blackhole or delay connections, as a partition or an overloaded server
+//! would, without stopping its process.
+//!
 //! Processes never outlive the test: they are killed when the
 //! [`ControlPlane`] is dropped (also on panic), and each one is started with a
 //! parent-death signal, so even a test process killed with SIGKILL takes
 //! them down.
 
 mod control_plane;
+mod fault_proxy;
 mod http;
 mod kubeconfig;
 mod pki;
@@ -23,6 +28,7 @@ mod process;
 mod tools;
 
 pub use control_plane::{ControlPlane, Error, client_from_yaml};
+pub use fault_proxy::{Fault, FaultProxy};
 pub use http::http_get;
 pub use kubeconfig::merged as merged_kubeconfig;
 pub use process::Process;

@@ -1,0 +1,155 @@
+//! The health probe of every cluster: two cheap authenticated reads (one
+//! Node, one Peer), bounded in time, every few seconds. Watches alone cannot
+//! tell a frozen API server (connections open, no answers) or a revoked
+//! token (old watches keep streaming) from a quiet cluster.
+
+use std::time::Duration;
+
+use api::Peer;
+use k8s_openapi::api::core::v1::Node;
+use kube::{Api, Client, api::ListParams};
+
+/// How often each cluster is probed.
+pub const INTERVAL: Duration = Duration::from_secs(5);
+/// How long one probe may take.
+pub const TIMEOUT: Duration = Duration::from_secs(4);
+/// Failed probes in a row before a cluster counts as unreachable; a rejected
+/// token, missing permissions or a missing Peer CRD count at once. With the
+/// interval and timeout above, a frozen API server is reported within 14 s.
+pub const FAILURES_BEFORE_UNREACHABLE: u32 = 2;
+
+/// Why a probe failed, in words a user can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeFailure {
+    TimedOut,
+    /// No connection: refused, reset, or no route.
+    Unreachable(String),
+    /// 401: the token was revoked or has expired.
+    TokenRejected,
+    /// 403 on `resource`.
+    Forbidden {
+        resource: &'static str,
+    },
+    /// 404 on Peers: no Peer CRD.
+    KiloNotInstalled,
+    /// Any other answer.
+    Failed(String),
+}
+
+impl ProbeFailure {
+    /// Whether one failure is enough to tell: the answer will not change
+    /// by itself.
+    pub fn is_definite(&self) -> bool {
+        matches!(
+            self,
+            Self::TokenRejected | Self::Forbidden { .. } | Self::KiloNotInstalled
+        )
+    }
+
+    /// Whether the cluster's credentials are at fault (`CredentialsInvalid`).
+    pub fn is_credentials(&self) -> bool {
+        matches!(self, Self::TokenRejected | Self::Forbidden { .. })
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::TimedOut => format!(
+                "the API server did not answer within {} s (partitioned, frozen or overloaded)",
+                TIMEOUT.as_secs()
+            ),
+            Self::Unreachable(why) => format!("cannot connect to the API server: {why}"),
+            Self::TokenRejected => {
+                "the API server rejected the token (401): it was revoked or has \
+                 expired; run `kilo-clustermesh-operator connect` again to mint a new one"
+                    .to_owned()
+            }
+            Self::Forbidden { resource } => format!(
+                "the token may not list {resource} (403): bind it to the kilo-clustermesh-remote \
+                 ClusterRole (`kilo-clustermesh-operator connect` does)"
+            ),
+            Self::KiloNotInstalled => "Kilo is not installed: the cluster has no Peer CRD \
+                 (peers.kilo.squat.ai); install Kilo there first"
+                .to_owned(),
+            Self::Failed(why) => format!("the API server answered with an error: {why}"),
+        }
+    }
+}
+
+/// Probes the cluster behind `client` once.
+pub async fn probe(client: &Client) -> Result<(), ProbeFailure> {
+    let params = ListParams::default().limit(1);
+    let reads = async {
+        Api::<Node>::all(client.clone())
+            .list_metadata(&params)
+            .await
+            .map_err(|e| classify(e, "nodes"))?;
+        Api::<Peer>::all(client.clone())
+            .list_metadata(&params)
+            .await
+            .map_err(|e| classify(e, "peers"))?;
+        Ok(())
+    };
+    tokio::time::timeout(TIMEOUT, reads)
+        .await
+        .unwrap_or(Err(ProbeFailure::TimedOut))
+}
+
+fn classify(error: kube::Error, resource: &'static str) -> ProbeFailure {
+    match error {
+        kube::Error::Api(status) => match status.code {
+            401 => ProbeFailure::TokenRejected,
+            403 => ProbeFailure::Forbidden { resource },
+            404 if resource == "peers" => ProbeFailure::KiloNotInstalled,
+            code => ProbeFailure::Failed(format!("{code} {}", status.message.trim())),
+        },
+        other => ProbeFailure::Unreachable(root_cause(&other)),
+    }
+}
+
+/// The innermost cause of an error: "Connection refused (os error 111)"
+/// rather than "ServiceError: client error (Connect)".
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, "")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn answers_become_causes_a_user_can_act_on() {
+        assert_eq!(
+            classify(api_error(401, "Unauthorized"), "nodes"),
+            ProbeFailure::TokenRejected
+        );
+        assert_eq!(
+            classify(api_error(404, "404 page not found"), "peers"),
+            ProbeFailure::KiloNotInstalled
+        );
+        let forbidden = classify(api_error(403, "forbidden"), "peers");
+        assert!(forbidden.is_credentials() && forbidden.is_definite());
+        assert!(forbidden.message().contains("kilo-clustermesh-remote"));
+        assert!(
+            ProbeFailure::KiloNotInstalled
+                .message()
+                .contains("Kilo is not installed")
+        );
+        assert!(!ProbeFailure::TimedOut.is_definite());
+        assert_eq!(
+            classify(api_error(500, " etcd down "), "nodes"),
+            ProbeFailure::Failed("500 etcd down".into())
+        );
+    }
+}

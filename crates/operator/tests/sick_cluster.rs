@@ -1,0 +1,171 @@
+//! A sick cluster never stalls the mesh or hides behind Ready: a remote
+//! behind a fault proxy is blackholed (a partition, a frozen API server),
+//! its token is revoked, Kilo is missing. Each is reported with its own
+//! cause within seconds, the other clusters keep converging, and no Peer is
+//! lost. The figures are printed (`--nocapture`).
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use testkit::{ControlPlane, Fault, FaultProxy};
+
+/// The longest a fault may take to show in the status: the probe's
+/// interval and timeout say 14 s (`probe.rs`); the rest is slack for a
+/// loaded machine.
+const DETECTED: Duration = Duration::from_secs(20);
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// Clusters a (hub), b and c with one node each, b reached through a fault
+/// proxy, and the operator running.
+async fn mesh_with_b_behind_a_proxy() -> (Vec<ControlPlane>, FaultProxy, Operator) {
+    let planes = ControlPlane::start_many(3).await.unwrap();
+    for (k, plane) in planes.iter().enumerate() {
+        create_node(plane, &kilo_node(k as u8 + 1, 0)).await;
+    }
+    connect(&planes[0], &planes[1], "b").await;
+    connect(&planes[0], &planes[2], "c").await;
+    let proxy = FaultProxy::start(planes[1].port()).await.unwrap();
+    let through_proxy = planes[1]
+        .service_account_kubeconfig(NAMESPACE, "kilo-clustermesh", None)
+        .await
+        .unwrap()
+        .replace(&planes[1].server_url(), &proxy.url());
+    put_secret(&planes[0], "b-kubeconfig", &through_proxy).await;
+    let clusters = vec![
+        entry("a", 1, true),
+        entry("b", 2, false),
+        entry("c", 3, false),
+    ];
+    create_mesh(&planes[0], "mesh", clusters).await;
+    let operator = start_operator(&planes[0]);
+    eventually("the mesh converged", CONVERGE, || async {
+        peer_names(&planes[0]).await == ["b.node-0", "c.node-0"]
+            && peer_names(&planes[1]).await == ["a.node-0", "c.node-0"]
+    })
+    .await;
+    (planes, proxy, operator)
+}
+
+/// The status message of cluster `name`, once it is unreachable.
+async fn unreachable_message(hub: &ControlPlane, name: &str) -> Option<String> {
+    let status = mesh_status(hub, "mesh").await;
+    let cluster = status.clusters.iter().find(|c| c.name == name)?;
+    (!cluster.reachable && cluster.stale_since.is_some())
+        .then(|| cluster.message.clone().unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_remote_is_reported_and_the_others_converge_without_it() {
+    let (planes, proxy, _operator) = mesh_with_b_behind_a_proxy().await;
+    proxy.set(Fault::Blackhole);
+    let blackholed = Instant::now();
+    eventually("b reported unreachable", DETECTED, || async {
+        unreachable_message(&planes[0], "b")
+            .await
+            .is_some_and(|m| m.contains("did not answer within"))
+    })
+    .await;
+    eprintln!(
+        "figure: blackholed remote reported unreachable after {:.1} s",
+        blackholed.elapsed().as_secs_f64()
+    );
+
+    // The others follow a change as if b were healthy.
+    let added = Instant::now();
+    create_node(&planes[2], &kilo_node(3, 1)).await;
+    eventually("c's new node on a", CONVERGE, || async {
+        peer_names(&planes[0]).await == ["b.node-0", "c.node-0", "c.node-1"]
+    })
+    .await;
+    eprintln!(
+        "figure: node added on c reached a in {:.2} s while b is blackholed",
+        added.elapsed().as_secs_f64()
+    );
+    let ready = condition(&mesh_status(&planes[0], "mesh").await, "Ready").cloned();
+    assert!(
+        ready.is_some_and(|c| c.status == "False"),
+        "not Ready while b is blackholed"
+    );
+
+    proxy.set(Fault::Pass);
+    let healed = Instant::now();
+    eventually("b reachable again", Duration::from_secs(10), || async {
+        unreachable_message(&planes[0], "b").await.is_none()
+    })
+    .await;
+    eprintln!(
+        "figure: healed remote reachable after {:.1} s",
+        healed.elapsed().as_secs_f64()
+    );
+    eventually("c's new node on b", CONVERGE, || async {
+        peer_names(&planes[1]).await == ["a.node-0", "c.node-0", "c.node-1"]
+    })
+    .await;
+    assert_eq!(
+        peer_names(&planes[2]).await,
+        ["a.node-0", "b.node-0"],
+        "b's Peer kept on c throughout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_credentials_invalid_while_old_watches_stream() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::{Api, api::DeleteParams};
+    let (planes, _proxy, _operator) = mesh_with_b_behind_a_proxy().await;
+    Api::<ServiceAccount>::namespaced(admin(&planes[1]), NAMESPACE)
+        .delete("kilo-clustermesh", &DeleteParams::default())
+        .await
+        .unwrap();
+    let revoked = Instant::now();
+    eventually("CredentialsInvalid for b", DETECTED, || async {
+        condition(&mesh_status(&planes[0], "mesh").await, "CredentialsInvalid").is_some_and(|c| {
+            c.status == "True"
+                && c.message.contains("cluster b")
+                && c.message.contains("rejected the token")
+        })
+    })
+    .await;
+    eprintln!(
+        "figure: revoked token reported after {:.1} s",
+        revoked.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        peer_names(&planes[0]).await,
+        ["b.node-0", "c.node-0"],
+        "b's Peers kept"
+    );
+    assert_eq!(
+        peer_names(&planes[2]).await,
+        ["a.node-0", "b.node-0"],
+        "b's Peers kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_without_kilo_is_told_so() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::{Api, api::DeleteParams};
+    let (planes, _proxy, _operator) = mesh_with_b_behind_a_proxy().await;
+    Api::<CustomResourceDefinition>::all(admin(&planes[2]))
+        .delete("peers.kilo.squat.ai", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("c reported without Kilo", DETECTED, || async {
+        unreachable_message(&planes[0], "c")
+            .await
+            .is_some_and(|m| m.contains("Kilo is not installed"))
+    })
+    .await;
+    let message = unreachable_message(&planes[0], "c")
+        .await
+        .unwrap_or_default();
+    assert!(
+        !message.contains("Failed to parse"),
+        "no raw client error: {message}"
+    );
+}
