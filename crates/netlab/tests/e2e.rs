@@ -320,16 +320,7 @@ async fn scenarios(
 
     say("5. cluster-b's anchor node leaves: its service range moves to another node");
     let b_service = ClusterPlan::new(2).service_ip();
-    within(
-        Duration::from_secs(30),
-        "cluster-b's service answering again",
-        || async {
-            probe::fetch(&mesh.lab, "kcmlab-a1-p1", b_service)
-                .await
-                .ok()
-        },
-    )
-    .await?;
+    service_answers(mesh, "kcmlab-a1-p1", b_service).await?;
     let anchor = anchor_of(mesh, "cluster-b").await?;
     let requests = probe::ContinuousFetch::start(
         mesh.lab.tool(),
@@ -347,16 +338,7 @@ async fn scenarios(
         },
     )
     .await?;
-    within(
-        Duration::from_secs(30),
-        "cluster-b's service through the new anchor",
-        || async {
-            probe::fetch(&mesh.lab, "kcmlab-c1-p1", b_service)
-                .await
-                .ok()
-        },
-    )
-    .await?;
+    service_answers(mesh, "kcmlab-c1-p1", b_service).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let gaps = requests.stop().await;
     eprintln!("anchor {anchor} -> {moved}: {gaps:?}");
@@ -431,6 +413,15 @@ async fn check_wireguard_peers(mesh: &Mesh) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Waits until the service at `ip` answers a request from pod `from`.
+async fn service_answers(mesh: &Mesh, from: &str, ip: Ipv4Addr) -> anyhow::Result<String> {
+    let what = format!("{ip} answering {from}");
+    within(Duration::from_secs(30), &what, || async {
+        probe::fetch(&mesh.lab, from, ip).await.ok()
+    })
+    .await
 }
 
 /// Edits a cluster's `serviceCIDR` in the ClusterMesh, as a user would.
