@@ -273,7 +273,8 @@ impl Operator {
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", "netlab-operator")
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            // It logs to stdout, as in a pod.
+            .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true)
             .spawn()

@@ -68,7 +68,9 @@ pub struct Args {
 
 /// Runs the agent until it is killed.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // The lab keeps each agent's log in a file: no colours.
     tracing_subscriber::fmt()
+        .with_ansi(false)
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     if args.mesh_granularity != "full" {

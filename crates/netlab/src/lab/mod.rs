@@ -134,7 +134,7 @@ impl Lab {
     ) -> anyhow::Result<()> {
         let kubeconfig = self.dir.join(format!("{}.kubeconfig", plan.name));
         std::fs::write(&kubeconfig, plane.admin_kubeconfig())?;
-        let api_port = port_of(&plane.server_url())?;
+        let api_port = plane.port();
         let socket = self.socket(&plan.name);
         let bridge = Process::spawn(
             &format!("api bridge {}", plan.name),
@@ -651,12 +651,6 @@ async fn netns_sysctl(netns: &str, setting: &str) -> anyhow::Result<()> {
     run("ip", &["netns", "exec", netns, "sysctl", "-qw", setting])
         .await
         .map(drop)
-}
-
-fn port_of(url: &str) -> anyhow::Result<u16> {
-    url.rsplit_once(':')
-        .and_then(|(_, port)| port.trim_end_matches('/').parse().ok())
-        .with_context(|| format!("no port in {url}"))
 }
 
 /// Waits until a process made `path` (a socket), for at most 10 s.
