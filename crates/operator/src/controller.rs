@@ -39,11 +39,23 @@ use crate::{
     metrics::{ClusterLabels, ErrorLabels, MeshLabels, Metrics, Readiness, WriteLabels},
     observe::{self, Resolved},
     rate_limit::Limits,
-    report,
+    removed, report,
 };
 
 /// How soon a pass that found a cluster still listing is retried.
 const SYNC_WAIT: Duration = Duration::from_millis(500);
+/// How soon the cleanup of a cluster removed from the spec is tried again.
+const REMOVED_CLEANUP_RETRY: Duration = Duration::from_secs(5);
+
+/// The kubeconfig of a remote entry, read from its Secret.
+struct SecretKubeconfig {
+    source: ClusterSource,
+    yaml: String,
+    /// "kubeconfig in Secret ns/name key ..." for messages.
+    describe: String,
+    /// The client's label in metrics.
+    label: String,
+}
 
 /// How the controller behaves; set from the `run` flags.
 #[derive(Clone, Debug)]
@@ -317,6 +329,7 @@ impl Context {
         );
         self.report(mesh, &previous, &status, &labels).await?;
         self.metrics.stage_done("report", stage);
+        let cleaning_removed = self.clean_removed_clusters(mesh).await?;
         self.metrics
             .reconcile_duration
             .observe(started.elapsed().as_secs_f64());
@@ -324,7 +337,11 @@ impl Context {
             return Err(error.into());
         }
         let all_reachable = status.clusters.iter().all(|c| c.reachable);
-        let resync = Duration::from_secs(if all_reachable { 600 } else { 60 });
+        let resync = match (cleaning_removed, all_reachable) {
+            (true, _) => REMOVED_CLEANUP_RETRY,
+            (false, true) => Duration::from_secs(600),
+            (false, false) => Duration::from_secs(60),
+        };
         let expiry_check =
             report::until_expiry_warning(&status, now.0, self.settings.credentials_expiry_warning);
         Ok(Action::requeue(
@@ -351,8 +368,34 @@ impl Context {
                 credentials_expire: None,
             };
         }
+        let kubeconfig = match self.secret_kubeconfig(entry, namespace) {
+            Ok(kubeconfig) => kubeconfig,
+            Err(why) => return Resolved::Unusable(why),
+        };
+        let credentials_expire = kubeconfig::token_expiry(&kubeconfig.yaml);
+        if let Some(cluster) = self.registry.get(&kubeconfig.source) {
+            return Resolved::Watched {
+                cluster,
+                credentials_expire,
+            };
+        }
+        match self.secret_client(&kubeconfig).await {
+            Ok(client) => Resolved::Watched {
+                cluster: self.registry.cluster(&kubeconfig.source, || client),
+                credentials_expire,
+            },
+            Err(why) => Resolved::Unusable(why),
+        }
+    }
+
+    /// The kubeconfig in a remote entry's Secret.
+    fn secret_kubeconfig(
+        &self,
+        entry: &ClusterEntry,
+        namespace: &str,
+    ) -> Result<SecretKubeconfig, String> {
         let Some(reference) = &entry.kubeconfig_secret_ref else {
-            return Resolved::Unusable(
+            return Err(
                 "spec.clusters[].kubeconfigSecretRef is required for a remote cluster".into(),
             );
         };
@@ -360,7 +403,7 @@ impl Context {
             .secrets
             .get(&ObjectRef::new(&reference.name).within(namespace));
         let Some(secret) = secret else {
-            return Resolved::Unusable(format!(
+            return Err(format!(
                 "Secret {namespace}/{} not found; create it with `kilo-clustermesh-operator connect`",
                 reference.name
             ));
@@ -371,46 +414,144 @@ impl Context {
             .and_then(|data| data.get(&reference.key))
             .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
         else {
-            return Resolved::Unusable(format!(
+            return Err(format!(
                 "Secret {namespace}/{} has no key {:?} holding a kubeconfig",
                 reference.name, reference.key
             ));
         };
-        let source = ClusterSource::Secret {
-            namespace: namespace.to_owned(),
-            name: reference.name.clone(),
-            key: reference.key.clone(),
-            resource_version: secret.resource_version().unwrap_or_default(),
-        };
-        let credentials_expire = kubeconfig::token_expiry(&yaml);
-        if let Some(cluster) = self.registry.get(&source) {
-            return Resolved::Watched {
-                cluster,
-                credentials_expire,
-            };
-        }
-        let describe = |error: KubeconfigError| {
-            format!(
-                "kubeconfig in Secret {namespace}/{} key {:?}: {error}",
+        Ok(SecretKubeconfig {
+            source: ClusterSource::Secret {
+                namespace: namespace.to_owned(),
+                name: reference.name.clone(),
+                key: reference.key.clone(),
+                resource_version: secret.resource_version().unwrap_or_default(),
+            },
+            describe: format!(
+                "kubeconfig in Secret {namespace}/{} key {:?}",
                 reference.name, reference.key
-            )
-        };
-        let config = match kubeconfig::client_config(&yaml, self.settings.kubeconfig_policy).await {
-            Ok(config) => config,
-            Err(error) => return Resolved::Unusable(describe(error)),
-        };
-        let label = format!("{namespace}/{}", reference.name);
-        match client::build(
+            ),
+            label: format!("{namespace}/{}", reference.name),
+            yaml,
+        })
+    }
+
+    /// A client for a Secret's kubeconfig, refused unless the policy allows it.
+    async fn secret_client(&self, kubeconfig: &SecretKubeconfig) -> Result<Client, String> {
+        let describe = |error: KubeconfigError| format!("{}: {error}", kubeconfig.describe);
+        let config = kubeconfig::client_config(&kubeconfig.yaml, self.settings.kubeconfig_policy)
+            .await
+            .map_err(describe)?;
+        client::build(
             config,
             self.settings.limits,
             &self.metrics.kube_requests,
-            &label,
-        ) {
-            Ok(client) => Resolved::Watched {
-                cluster: self.registry.cluster(&source, || client),
-                credentials_expire,
-            },
-            Err(error) => Resolved::Unusable(describe(KubeconfigError::Client(error.to_string()))),
+            &kubeconfig.label,
+        )
+        .map_err(|error| describe(KubeconfigError::Client(error.to_string())))
+    }
+
+    /// A client for any entry, old or current, without watching it.
+    async fn entry_client(&self, entry: &ClusterEntry, namespace: &str) -> Result<Client, String> {
+        if entry.local {
+            return Ok(self.client.clone());
+        }
+        let kubeconfig = self.secret_kubeconfig(entry, namespace)?;
+        match self.registry.get(&kubeconfig.source) {
+            Some(cluster) => Ok(cluster.client.clone()),
+            None => self.secret_client(&kubeconfig).await,
+        }
+    }
+
+    /// Removes this mesh's Peers from the clusters removed from its spec
+    /// (`removed.rs`), and remembers the clusters of the spec. Returns
+    /// whether a removed cluster is still to be cleaned.
+    async fn clean_removed_clusters(&self, mesh: &ClusterMesh) -> Result<bool, Error> {
+        let namespace = mesh.namespace().unwrap_or_default();
+        let now = Timestamp::now().as_second();
+        let (current, pending) = removed::bookkeeping(&mesh.spec.clusters, mesh.annotations(), now);
+        let selector = observe::identity(mesh).selector();
+        let mut still_pending = Vec::new();
+        for removed in pending {
+            let name = &removed.cluster.name;
+            let outcome = match self
+                .entry_client(&removed.cluster.entry(), &namespace)
+                .await
+            {
+                Ok(client) => apply::delete_labelled_peers(
+                    &client,
+                    name,
+                    &selector,
+                    self.settings.write_concurrency,
+                )
+                .await
+                .map_err(|error| error.to_string()),
+                Err(why) => Err(why),
+            };
+            let waited = Duration::from_secs(u64::try_from(now - removed.since).unwrap_or(0));
+            let (type_, reason, note) = match outcome {
+                Ok(count) => (
+                    EventType::Normal,
+                    "RemovedClusterCleaned",
+                    format!(
+                        "cluster {name} left the mesh: its {count} Peers of this mesh there were removed"
+                    ),
+                ),
+                Err(why) if waited >= self.settings.cleanup_timeout => (
+                    EventType::Warning,
+                    "CleanupGivenUp",
+                    format!(
+                        "cluster {name} left the mesh, but the Peers of this mesh there could not be removed \
+                         ({why}); delete them there with `kubectl delete peers -l {selector}`"
+                    ),
+                ),
+                Err(why) => {
+                    tracing::warn!(cluster = %name, %why, "cleaning a removed cluster failed; will retry");
+                    still_pending.push(removed);
+                    continue;
+                }
+            };
+            self.publish(mesh, type_, reason, note, "Cleanup").await;
+        }
+        let wanted = removed::annotations(&current, &still_pending);
+        let stored = mesh.annotations();
+        if wanted
+            .iter()
+            .any(|(key, value)| stored.get(*key) != value.as_ref())
+        {
+            let patch = serde_json::json!({ "metadata": { "annotations": wanted } });
+            Api::<ClusterMesh>::namespaced(self.client.clone(), &namespace)
+                .patch(
+                    &mesh.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map_err(|source| Error::Status {
+                    mesh: ObjectRef::from_obj(mesh).to_string(),
+                    source,
+                })?;
+        }
+        Ok(!still_pending.is_empty())
+    }
+
+    /// Publishes an Event about `mesh`; a failure is only logged.
+    async fn publish(
+        &self,
+        mesh: &ClusterMesh,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &mesh.object_ref(&())).await {
+            tracing::warn!(%error, "publishing an Event failed");
         }
     }
 
@@ -549,10 +690,13 @@ impl Context {
             .unwrap_or_default();
         let mut failed = Vec::new();
         let mut given_up = Vec::new();
-        for entry in &mesh.spec.clusters {
-            let client = match self.resolve(entry, &namespace).await {
-                Resolved::Watched { cluster, .. } => cluster.client.clone(),
-                Resolved::Unusable(why) => {
+        let now = Timestamp::now().as_second();
+        let (_, removed) = removed::bookkeeping(&mesh.spec.clusters, mesh.annotations(), now);
+        let removed = removed.iter().map(|r| r.cluster.entry());
+        for entry in mesh.spec.clusters.iter().cloned().chain(removed) {
+            let client = match self.entry_client(&entry, &namespace).await {
+                Ok(client) => client,
+                Err(why) => {
                     given_up.push(format!("{} ({why})", entry.name));
                     continue;
                 }
@@ -582,19 +726,12 @@ impl Context {
             });
         }
         for cluster in given_up {
-            let event = KubeEvent {
-                type_: EventType::Warning,
-                reason: "CleanupGivenUp".into(),
-                note: Some(format!(
-                    "Peers of this mesh on cluster {cluster} could not be removed; delete them there with \
-                     `kubectl delete peers -l {selector}`"
-                )),
-                action: "Cleanup".into(),
-                secondary: None,
-            };
-            if let Err(error) = self.recorder.publish(&event, &mesh.object_ref(&())).await {
-                tracing::warn!(%error, "publishing an Event failed");
-            }
+            let note = format!(
+                "Peers of this mesh on cluster {cluster} could not be removed; delete them there with \
+                 `kubectl delete peers -l {selector}`"
+            );
+            self.publish(mesh, EventType::Warning, "CleanupGivenUp", note, "Cleanup")
+                .await;
         }
         self.registry.set_used(mesh_ref, BTreeSet::new());
         Ok(Action::await_change())

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod observe;
 pub mod probe;
 pub mod rate_limit;
+pub mod removed;
 pub mod report;
 pub mod run;
 pub mod status;

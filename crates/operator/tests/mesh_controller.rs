@@ -534,3 +534,82 @@ async fn a_deleted_secret_keeps_peers_and_a_deleted_mesh_gives_that_cluster_up_w
         "{message}"
     );
 }
+
+/// Replaces the spec's clusters of the mesh, as `kubectl apply` would.
+async fn set_clusters(hub: &ControlPlane, clusters: Vec<api::ClusterEntry>) {
+    use kube::{
+        Api,
+        api::{Patch, PatchParams},
+    };
+    let patch = serde_json::json!({ "spec": { "clusters": clusters } });
+    Api::<api::ClusterMesh>::namespaced(admin(hub), NAMESPACE)
+        .patch("mesh", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// The message of the first Event with `reason` about the mesh, if any.
+async fn event_message(hub: &ControlPlane, reason: &str) -> Option<String> {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::{Api, api::ListParams};
+    let events = Api::<Event>::namespaced(admin(hub), NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .ok()?;
+    events
+        .items
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| e.message.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_removed_from_the_spec_keeps_none_of_the_meshs_peers() {
+    let (mut planes, _operator) = three_cluster_mesh(1).await;
+    converged(&planes, 1).await;
+
+    // c leaves while reachable, its Secret still there: cleaned on every side.
+    set_clusters(&planes[0], vec![entry("a", 1, true), entry("b", 2, false)]).await;
+    eventually(
+        "c's Peers gone from a and b, the mesh's Peers gone from c",
+        CONVERGE,
+        || async {
+            peer_names(&planes[0]).await == ["b.node-0"]
+                && peer_names(&planes[1]).await == ["a.node-0"]
+                && peer_names(&planes[2]).await.is_empty()
+        },
+    )
+    .await;
+    let cleaned = event_message(&planes[0], "RemovedClusterCleaned")
+        .await
+        .unwrap_or_default();
+    assert!(cleaned.contains("cluster c left the mesh"), "{cleaned}");
+
+    // b leaves while its API server is down (and c comes back): the mesh's
+    // Peers on b are kept until the cleanup timeout (20 s in these tests),
+    // then given up with an Event.
+    planes[1].stop_apiserver();
+    set_clusters(&planes[0], vec![entry("a", 1, true), entry("c", 3, false)]).await;
+    eventually(
+        "the cleanup of b given up",
+        Duration::from_secs(60),
+        || async {
+            event_message(&planes[0], "CleanupGivenUp")
+                .await
+                .is_some_and(|m| {
+                    m.contains("cluster b left the mesh") && m.contains("kubectl delete peers -l")
+                })
+        },
+    )
+    .await;
+    eventually("b's Peer gone from a, c's back", CONVERGE, || async {
+        peer_names(&planes[0]).await == ["c.node-0"]
+    })
+    .await;
+    planes[1].start_apiserver().await.unwrap();
+    assert_eq!(
+        peer_names(&planes[1]).await,
+        ["a.node-0"],
+        "given up: left on b, as the Event says"
+    );
+}
