@@ -232,10 +232,11 @@ impl Mesh {
                 .await
                 .unwrap_or_else(|e| e.to_string());
             out.push_str(&format!(
-                "== {} {}\n{wg}\n-- routes\n{routes}\n-- agent log\n{}\n",
+                "== {} {}\n{wg}\n-- routes\n{routes}\n-- agent log\n{}\n-- wireguard-go log\n{}\n",
                 node.cluster,
                 node.name,
-                self.lab.agent_log(&node.netns)
+                self.lab.node_log(&node.netns, "agent", 30),
+                self.lab.node_log(&node.netns, "wireguard-go", 30),
             ));
         }
         let log = self.operator_log();

@@ -102,6 +102,7 @@ impl Device {
         if args.is_empty() {
             return Ok(false);
         }
+        tracing::info!(changes = %args.join(" "), "wg set");
         let mut full = vec!["set", self.interface.as_str()];
         full.extend(args.iter().map(String::as_str));
         // `private-key /dev/stdin`: the key never shows in a command line.

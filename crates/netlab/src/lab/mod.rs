@@ -117,6 +117,11 @@ impl Lab {
         netns_sysctl(ns, "net.ipv4.ip_forward=1").await?;
         run("ip", &["-n", ns, "link", "set", "lo", "up"]).await?;
         run("ip", &["-n", ns, "link", "add", "br0", "type", "bridge"]).await?;
+        // A bridge takes the lowest MAC of its ports unless it has its own:
+        // a node joining or leaving would change the gateway's MAC under
+        // every node's ARP cache, and cut traffic between clusters for as
+        // long as the stale entries live.
+        run("ip", &["-n", ns, "link", "set", "br0", "address", "02:6b:63:6d:00:01"]).await?;
         run("ip", &["-n", ns, "link", "set", "br0", "up"]).await?;
         for k in 1..=3 {
             let plan = ClusterPlan::new(k);
@@ -329,8 +334,9 @@ impl Lab {
             &self.dir,
             &plan,
             "wireguard-go",
-            Path::new("wireguard-go"),
-            &["-f", "kilo0"],
+            Path::new("env"),
+            // Its handshakes in its log, for the failure report.
+            &["LOG_LEVEL=verbose", "wireguard-go", "-f", "kilo0"],
         )?;
         others.push(wireguard);
         let socket = self
@@ -474,11 +480,12 @@ impl Lab {
     }
 
     /// The last lines of a node agent's log.
-    pub fn agent_log(&self, netns: &str) -> String {
-        let log = std::fs::read_to_string(self.dir.join(format!("{netns}-agent.log")))
+    /// The last `lines` lines of the log of a node's `agent` or `wireguard-go`.
+    pub fn node_log(&self, netns: &str, what: &str, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.join(format!("{netns}-{what}.log")))
             .unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     fn start_agent(&self, plan: &NodePlan) -> anyhow::Result<Process> {
