@@ -121,7 +121,8 @@ impl Lab {
         // a node joining or leaving would change the gateway's MAC under
         // every node's ARP cache, and cut traffic between clusters for as
         // long as the stale entries live.
-        run("ip", &["-n", ns, "link", "set", "br0", "address", "02:6b:63:6d:00:01"]).await?;
+        let mac = "02:6b:63:6d:00:01"; // locally administered
+        run("ip", &["-n", ns, "link", "set", "br0", "address", mac]).await?;
         run("ip", &["-n", ns, "link", "set", "br0", "up"]).await?;
         for k in 1..=3 {
             let plan = ClusterPlan::new(k);
