@@ -86,7 +86,20 @@ impl Mesh {
         }
         say("waiting for every node's agent to check in (key, endpoint, WireGuard IP on its Node)");
         for plane in &planes {
-            wait_for_agents(plane, usize::from(NODES)).await?;
+            if let Err(error) = wait_for_agents(plane, usize::from(NODES)).await {
+                let logs: Vec<String> = lab
+                    .nodes(plane.name())
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            "-- {} agent\n{}",
+                            n.netns,
+                            lab.node_log(&n.netns, "agent", 40)
+                        )
+                    })
+                    .collect();
+                bail!("{error:#}\n{}", logs.join("\n"));
+            }
         }
 
         // The user's files live with the lab's, and go with them.
