@@ -88,8 +88,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         writer,
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
     )
-    .default_backoff()
-    .touched_objects();
+    .default_backoff();
+    // Every event, `InitDone` included: the store takes a listing in only
+    // at its end, and a pass woken by the listing's objects alone would
+    // find it empty, then sleep until the next resync.
     tokio::spawn(notify_on_each(node_events, changed.clone()));
     let peers = Arc::new(Mutex::new(PeerIndex::default()));
     tokio::spawn(feed_peers(client.clone(), peers.clone(), changed.clone()));
