@@ -167,6 +167,12 @@ impl Mesh {
             .await
     }
 
+    /// The ClusterMesh's status now.
+    pub async fn status(&self) -> anyhow::Result<api::ClusterMeshStatus> {
+        let meshes = Api::<api::ClusterMesh>::namespaced(self.planes[0].admin_client(), NAMESPACE);
+        Ok(meshes.get(MESH).await?.status.unwrap_or_default())
+    }
+
     /// Starts (or restarts) the operator process.
     pub fn start_operator(&mut self) -> anyhow::Result<()> {
         let hub = self.lab.dir().join("hub.kubeconfig");

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use api::{ClusterMesh, Peer};
+use api::Peer;
 use k8s_openapi::api::core::v1::Node;
 use kilo_clustermesh_netlab::{
     lab::{host, plan::ClusterPlan},
@@ -160,17 +160,12 @@ async fn scenarios(
         Duration::from_secs(120),
     )?;
     mesh.plane_mut("cluster-b")?.stop_apiserver();
-    let hub = mesh.plane(HUB)?.admin_client();
     let stopped = Instant::now();
     within(
         Duration::from_secs(60),
         "the status saying cluster-b is unreachable",
         || async {
-            let status = Api::<ClusterMesh>::namespaced(hub.clone(), NAMESPACE)
-                .get(MESH)
-                .await
-                .ok()?
-                .status?;
+            let status = mesh.status().await.ok()?;
             let b = status.clusters.iter().find(|c| c.name == "cluster-b")?;
             (!b.reachable && b.stale_since.is_some()).then_some(())
         },
@@ -289,11 +284,7 @@ async fn scenarios(
         Duration::from_secs(30),
         "the CIDRConflict condition",
         || async {
-            let status = Api::<ClusterMesh>::namespaced(hub.clone(), NAMESPACE)
-                .get(MESH)
-                .await
-                .ok()?
-                .status?;
+            let status = mesh.status().await.ok()?;
             status
                 .conditions
                 .iter()
@@ -450,8 +441,7 @@ async fn set_service_cidr(mesh: &Mesh, cluster: &str, cidr: &str) -> anyhow::Res
 
 /// The node of `cluster` whose Peers carry its service range.
 async fn anchor_of(mesh: &Mesh, cluster: &str) -> anyhow::Result<String> {
-    let hub = Api::<ClusterMesh>::namespaced(mesh.plane(HUB)?.admin_client(), NAMESPACE);
-    let status = hub.get(MESH).await?.status.unwrap_or_default();
+    let status = mesh.status().await?;
     status
         .clusters
         .iter()
