@@ -169,3 +169,35 @@ async fn a_remote_without_kilo_is_told_so() {
         "no raw client error: {message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_restart_under_a_remote_keeps_every_peer() {
+    let (mut planes, _proxy, _operator) = mesh_with_b_behind_a_proxy().await;
+    let before = (peer_names(&planes[0]).await, peer_names(&planes[2]).await);
+    let restarted = Instant::now();
+    planes[1].restart_etcd().await.unwrap();
+    eprintln!(
+        "figure: b's etcd restarted, API server ready in {:.1} s",
+        restarted.elapsed().as_secs_f64()
+    );
+    eventually("b reachable and the mesh Ready", CONVERGE, || async {
+        let status = mesh_status(&planes[0], "mesh").await;
+        status.clusters.iter().all(|c| c.reachable)
+            && condition(&status, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    eprintln!(
+        "figure: Ready again {:.1} s after the restart began",
+        restarted.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        (peer_names(&planes[0]).await, peer_names(&planes[2]).await),
+        before,
+        "no Peer lost"
+    );
+    create_node(&planes[1], &kilo_node(2, 1)).await;
+    eventually("b's new node on a", CONVERGE, || async {
+        peer_names(&planes[0]).await == ["b.node-0", "b.node-1", "c.node-0"]
+    })
+    .await;
+}

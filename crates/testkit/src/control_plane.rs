@@ -67,6 +67,8 @@ pub struct ControlPlane {
     apiserver_args: Vec<String>,
     apiserver: Option<Process>,
     etcd: Process,
+    etcd_binary: PathBuf,
+    etcd_args: Vec<String>,
     // Declared last: removed after the processes are gone.
     dir: TempDir,
 }
@@ -134,7 +136,7 @@ impl ControlPlane {
         let [client_port, peer_port, port] = free_ports()?;
         let etcd_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let etcd_args = [
+        let etcd_args = vec![
             format!("--name={name}"),
             format!("--data-dir={}", dir.path().join("etcd").display()),
             format!("--listen-client-urls={etcd_url}"),
@@ -195,6 +197,8 @@ impl ControlPlane {
             apiserver_args,
             apiserver: Some(apiserver),
             etcd,
+            etcd_binary,
+            etcd_args,
             dir,
         })
     }
@@ -324,6 +328,20 @@ impl ControlPlane {
                 log,
             )?);
         }
+        self.wait_ready().await
+    }
+
+    /// Kills etcd and starts it again on the same data and ports, under the
+    /// running API server (which fails its requests meanwhile); waits until
+    /// the API server is ready again.
+    pub async fn restart_etcd(&mut self) -> Result<(), Error> {
+        self.etcd.kill();
+        self.etcd = Process::spawn(
+            "etcd",
+            &self.etcd_binary,
+            &self.etcd_args,
+            self.dir.path().join("etcd.log"),
+        )?;
         self.wait_ready().await
     }
 
