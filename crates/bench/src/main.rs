@@ -5,12 +5,13 @@
 //! Three control planes from the test kit; for each scale, nodes created as
 //! API objects on every cluster, then a new ClusterMesh and a fresh
 //! operator process (cold start), then on that converged mesh the latency
-//! and heartbeat scenarios where their scale comes up, then the floor (a
+//! frozen-remote and heartbeat scenarios where their scale comes up, then the floor (a
 //! plain client writing the same Peers), then the manual procedure.
 
 mod churn;
 mod cold_start;
 mod fleet;
+mod frozen_remote;
 mod latency;
 mod manual;
 mod operator;
@@ -40,6 +41,11 @@ struct Args {
     /// Node add and delete events of the latency scenario (0 skips it).
     #[arg(long, default_value_t = 200)]
     events: usize,
+
+    /// Node additions with every cluster healthy, then as many with one
+    /// remote frozen, at the latency scale (0 skips the scenario).
+    #[arg(long, default_value_t = 50)]
+    frozen_events: usize,
 
     /// Scale (nodes per cluster) at which latency is measured.
     #[arg(long, default_value_t = 100)]
@@ -88,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         write_concurrency: operator::WRITE_CONCURRENCY,
         cold_start: Vec::new(),
         latency: None,
+        frozen_remote: None,
         churn: None,
         manual: None,
     };
@@ -105,6 +112,11 @@ async fn main() -> anyhow::Result<()> {
         if nodes == args.latency_nodes && args.events > 0 {
             results.latency = Some(latency::run(&fleet, &mut running, args.events).await?);
             eprintln!("bench: latency measured");
+        }
+        if nodes == args.latency_nodes && args.frozen_events > 0 {
+            let frozen = frozen_remote::run(&fleet, &mesh, args.frozen_events).await?;
+            results.frozen_remote = Some(frozen);
+            eprintln!("bench: one frozen remote measured");
         }
         if nodes == args.churn_nodes && !args.churn_duration.is_zero() {
             let churn = churn::run(

@@ -5,7 +5,10 @@ use std::{fmt::Write as _, path::Path};
 
 use serde::Serialize;
 
-use crate::{churn::Churn, cold_start::ColdStart, latency::Latency, manual::Manual};
+use crate::{
+    churn::Churn, cold_start::ColdStart, frozen_remote::FrozenRemote, latency::Latency,
+    manual::Manual,
+};
 
 /// Everything one `make bench` measured.
 #[derive(Debug, Serialize)]
@@ -18,6 +21,7 @@ pub struct Results {
     pub write_concurrency: usize,
     pub cold_start: Vec<ColdStart>,
     pub latency: Option<Latency>,
+    pub frozen_remote: Option<FrozenRemote>,
     pub churn: Option<Churn>,
     pub manual: Option<ManualComparison>,
 }
@@ -123,6 +127,29 @@ impl Results {
                 stages.apply,
                 stages.report
             );
+        }
+        if let Some(f) = &self.frozen_remote {
+            let _ = writeln!(
+                out,
+                "\nOne remote frozen (blackholed), 3x{} nodes, {} events: node added on a healthy cluster -> Peer on the other (ms)",
+                f.nodes_per_cluster, f.all_healthy.samples
+            );
+            let _ = writeln!(
+                out,
+                "{:<32} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "", "p50", "p95", "p99", "max", "mean"
+            );
+            for (what, s) in [("all healthy", &f.all_healthy), ("b frozen", &f.one_frozen)] {
+                let _ = writeln!(
+                    out,
+                    "{what:<32} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+                    s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms, s.mean_ms
+                );
+            }
+            let detected = f
+                .detected_seconds
+                .map_or("not within 120 s".to_owned(), |s| format!("{s:.1} s"));
+            let _ = writeln!(out, "b reported unreachable after {detected}");
         }
         if let Some(l) = &self.latency {
             let _ = writeln!(
