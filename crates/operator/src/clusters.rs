@@ -74,12 +74,13 @@ pub struct WatchedCluster {
     pub client: Client,
     pub nodes: Store<Node>,
     pub peers: Store<Peer>,
-    health: Arc<Mutex<WatchHealth>>,
+    health: Arc<Mutex<HealthState>>,
     tasks: Vec<AbortHandle>,
 }
 
+/// What the watches and the probe found, behind [`WatchedCluster::health`].
 #[derive(Default)]
-struct WatchHealth {
+struct HealthState {
     nodes_synced: bool,
     peers_synced: bool,
     failing: Option<(Time, String)>,
@@ -287,7 +288,7 @@ enum Kind {
 struct Follower {
     kind: Kind,
     source: ClusterSource,
-    health: Arc<Mutex<WatchHealth>>,
+    health: Arc<Mutex<HealthState>>,
     registry: Weak<Inner>,
 }
 
@@ -380,7 +381,7 @@ impl Follower {
 /// Probes one cluster.
 struct Prober {
     source: ClusterSource,
-    health: Arc<Mutex<WatchHealth>>,
+    health: Arc<Mutex<HealthState>>,
     registry: Weak<Inner>,
 }
 
@@ -547,6 +548,51 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    fn prober() -> Prober {
+        Prober {
+            source: ClusterSource::Local,
+            health: Arc::default(),
+            registry: Weak::new(),
+        }
+    }
+
+    fn reachable(prober: &Prober) -> bool {
+        lock(&prober.health).probe_failing.is_none()
+    }
+
+    #[test]
+    fn two_probes_without_answer_or_one_rejected_token_make_a_cluster_unreachable() {
+        let timeouts = prober();
+        assert!(!timeouts.record_probe(Err(ProbeFailure::TimedOut)));
+        assert!(reachable(&timeouts), "one slow answer is not an outage");
+        assert!(timeouts.record_probe(Err(ProbeFailure::TimedOut)));
+        assert!(!reachable(&timeouts));
+        assert!(timeouts.record_probe(Ok(())), "one answer heals it");
+        assert!(reachable(&timeouts));
+
+        let rejected = prober();
+        assert!(rejected.record_probe(Err(ProbeFailure::TokenRejected)));
+        let health = lock(&rejected.health);
+        assert!(
+            health
+                .probe_failing
+                .as_ref()
+                .is_some_and(|(_, f)| f.is_credentials())
+        );
+    }
+
+    #[test]
+    fn watches_reconnect_within_three_seconds() {
+        let mut backoff = WatchBackoff::default();
+        let waits: Vec<u64> = (&mut backoff)
+            .take(5)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [500, 1000, 2000, 3000, 3000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(500)));
     }
 
     #[test]
