@@ -91,6 +91,8 @@ pub enum Error {
     Write(#[from] WriteError),
     #[error("writing the status of ClusterMesh {mesh}: {source}")]
     Status { mesh: String, source: kube::Error },
+    #[error("recording the clusters of ClusterMesh {mesh} in its annotations: {source}")]
+    Annotations { mesh: String, source: kube::Error },
     #[error("removing the Peers of ClusterMesh {mesh} from {clusters}: will retry")]
     Cleanup { mesh: String, clusters: String },
     #[error("finalizer: {0}")]
@@ -103,6 +105,7 @@ impl Error {
             Self::NoNamespace(_) => "NoNamespace",
             Self::Write(_) => "PeerWrite",
             Self::Status { .. } => "StatusWrite",
+            Self::Annotations { .. } => "AnnotationsWrite",
             Self::Cleanup { .. } => "Cleanup",
             Self::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
@@ -526,7 +529,7 @@ impl Context {
                     &Patch::Merge(&patch),
                 )
                 .await
-                .map_err(|source| Error::Status {
+                .map_err(|source| Error::Annotations {
                     mesh: ObjectRef::from_obj(mesh).to_string(),
                     source,
                 })?;
