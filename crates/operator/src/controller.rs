@@ -186,6 +186,14 @@ async fn trigger_on_secrets(
     while let Some(event) = events.next().await {
         let secret = match event {
             Ok(watcher::Event::Apply(secret) | watcher::Event::Delete(secret)) => secret,
+            // A (re)listing is in the store: a pass that ran before it may
+            // have found a Secret missing that is there.
+            Ok(watcher::Event::InitDone) => {
+                for mesh in meshes.state() {
+                    let _ = trigger.send(ObjectRef::from_obj(mesh.as_ref()));
+                }
+                continue;
+            }
             Ok(_) => continue,
             Err(error) => {
                 tracing::warn!(%error, "watching Secrets failed");
