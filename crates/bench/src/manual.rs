@@ -15,11 +15,10 @@
 //! It skips kgctl's CRD read and its two watches, so the figure is a lower
 //! bound of the real procedure's cost.
 
-use std::{path::Path, process::Stdio, time::Instant};
+use std::{path::Path, time::Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 
 use crate::fleet::{Fleet, entry};
 
@@ -90,34 +89,14 @@ async fn kubectl_run(
     args: &[&str],
     input: Option<&str>,
 ) -> anyhow::Result<String> {
-    let mut child = tokio::process::Command::new(kubectl)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("running kubectl")?;
-    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(input.as_bytes()).await?;
-    }
-    let output = child.wait_with_output().await?;
-    if !output.status.success() {
-        bail!(
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    let mut full: Vec<&std::ffi::OsStr> = vec![
+        "--kubeconfig".as_ref(),
+        kubeconfig.as_os_str(),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
+    ];
+    full.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+    Ok(testkit::command::output(kubectl, &full, input).await?)
 }
 
 /// The Peer `kgctl showconf node <node> --as-peer --allowed-ips <extra>`

@@ -119,16 +119,16 @@ impl Operator {
         let proc_status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
         let proc_stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
         let stage = |name| {
-            metric_sum(
+            testkit::metric_sum(
                 &metrics,
                 "kilo_clustermesh_stage_duration_seconds_sum",
                 &format!("stage=\"{name}\""),
             )
         };
         Ok(Sample {
-            requests: metric_sum(&metrics, "kilo_clustermesh_kube_requests_total", ""),
-            peer_writes: metric_sum(&metrics, "kilo_clustermesh_peer_writes_total", ""),
-            reconciles: metric_sum(&metrics, "kilo_clustermesh_reconciles_total", ""),
+            requests: testkit::metric_sum(&metrics, "kilo_clustermesh_kube_requests_total", ""),
+            peer_writes: testkit::metric_sum(&metrics, "kilo_clustermesh_peer_writes_total", ""),
+            reconciles: testkit::metric_sum(&metrics, "kilo_clustermesh_reconciles_total", ""),
             stages: Stages {
                 observe: stage("observe"),
                 plan: stage("plan"),
@@ -157,20 +157,6 @@ pub fn binary() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
-}
-
-/// The sum of the samples of a metric, in the Prometheus text format, whose
-/// labels contain `label` (`name="value"`; empty for all).
-fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|line| {
-            line.strip_prefix(name).is_some_and(|rest| {
-                (rest.starts_with('{') && rest.contains(label))
-                    || (rest.starts_with(' ') && label.is_empty())
-            })
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// A `kB` line of `/proc/<pid>/status`.
@@ -206,17 +192,6 @@ fn clock_ticks() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metrics_are_summed_over_their_labels_only() {
-        let text = "# HELP kilo_clustermesh_kube_requests Requests\n\
-            kilo_clustermesh_kube_requests_total{client=\"local\",verb=\"get\"} 3\n\
-            kilo_clustermesh_kube_requests_total{client=\"local\",verb=\"patch\"} 4\n\
-            kilo_clustermesh_kube_requests_totally 100\n";
-        let name = "kilo_clustermesh_kube_requests_total";
-        assert_eq!(metric_sum(text, name, ""), 7.0);
-        assert_eq!(metric_sum(text, name, "verb=\"patch\""), 4.0);
-    }
 
     #[test]
     fn cpu_and_memory_are_read_from_proc() {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::{
     churn::Churn, cold_start::ColdStart, frozen_remote::FrozenRemote, latency::Latency,
-    manual::Manual,
+    manual::Manual, stats::Summary,
 };
 
 /// Everything one `make bench` measured.
@@ -134,18 +134,10 @@ impl Results {
                 "\nOne remote frozen (blackholed), 3x{} nodes, {} events: node added on a healthy cluster -> Peer on the other (ms)",
                 f.nodes_per_cluster, f.all_healthy.samples
             );
-            let _ = writeln!(
-                out,
-                "{:<32} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                "", "p50", "p95", "p99", "max", "mean"
+            summaries(
+                &mut out,
+                &[("all healthy", &f.all_healthy), ("b frozen", &f.one_frozen)],
             );
-            for (what, s) in [("all healthy", &f.all_healthy), ("b frozen", &f.one_frozen)] {
-                let _ = writeln!(
-                    out,
-                    "{what:<32} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
-                    s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms, s.mean_ms
-                );
-            }
             let detected = f
                 .detected_seconds
                 .map_or("not within 120 s".to_owned(), |s| format!("{s:.1} s"));
@@ -157,21 +149,13 @@ impl Results {
                 "\nConvergence latency, 3x{} nodes, {} events (ms)",
                 l.nodes_per_cluster, l.node_added.samples
             );
-            let _ = writeln!(
-                out,
-                "{:<32} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                "", "p50", "p95", "p99", "max", "mean"
+            summaries(
+                &mut out,
+                &[
+                    ("node added -> Peer everywhere", &l.node_added),
+                    ("node deleted -> Peer gone", &l.node_deleted),
+                ],
             );
-            for (what, s) in [
-                ("node added -> Peer everywhere", &l.node_added),
-                ("node deleted -> Peer gone", &l.node_deleted),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "{what:<32} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
-                    s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms, s.mean_ms
-                );
-            }
             let per_pass = |seconds: f64| seconds * 1e3 / l.passes.max(1.0);
             let _ = writeln!(
                 out,
@@ -221,5 +205,21 @@ impl Results {
         let path = dir.join(format!("{}.json", self.date.replace(':', "")));
         std::fs::write(&path, serde_json::to_string_pretty(self)? + "\n")?;
         Ok(path)
+    }
+}
+
+/// A table of latency summaries in ms, one row per `(label, summary)`.
+fn summaries(out: &mut String, rows: &[(&str, &Summary)]) {
+    let _ = writeln!(
+        out,
+        "{:<32} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "", "p50", "p95", "p99", "max", "mean"
+    );
+    for (what, s) in rows {
+        let _ = writeln!(
+            out,
+            "{what:<32} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms, s.mean_ms
+        );
     }
 }

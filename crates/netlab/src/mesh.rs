@@ -60,6 +60,8 @@ impl Mesh {
         operator_binary: PathBuf,
         say: &dyn Fn(&str),
     ) -> anyhow::Result<Self> {
+        // Refusals (not root, no /dev/net/tun, a tool missing) before the
+        // control planes start; `Lab::new` checks again.
         crate::lab::host::preflight()?;
         if !operator_binary.is_file() {
             bail!(
@@ -308,11 +310,7 @@ impl Operator {
     /// Peer writes (applies and deletes) this process has sent.
     pub async fn peer_writes(&self) -> f64 {
         let metrics = testkit::http_get(self.metrics_port, "/metrics").await;
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("kilo_clustermesh_peer_writes_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        testkit::metric_sum(&metrics, "kilo_clustermesh_peer_writes_total", "")
     }
 
     /// SIGKILL, as a crashed pod.
@@ -415,8 +413,6 @@ pub async fn demo(tool: PathBuf, keep: Option<Duration>) -> anyhow::Result<()> {
     let started = Instant::now();
     let say = |step: &str| eprintln!("[{:>5.1}s] {step}", started.elapsed().as_secs_f64());
     let operator_binary = tool.with_file_name("kilo-clustermesh-operator");
-    // Refusals (not root, no /dev/net/tun, a tool missing) before anything is made.
-    crate::lab::host::preflight()?;
     let run = async {
         let mesh = Mesh::start(tool, operator_binary, &say).await?;
         say("ping matrix: every pod to every pod of the other clusters");
@@ -477,10 +473,10 @@ pub async fn demo(tool: PathBuf, keep: Option<Duration>) -> anyhow::Result<()> {
     };
     // The mesh was dropped with the future: everything is removed.
     let left = crate::lab::host::leftovers();
-    if left.is_empty() {
-        say("cleaned up: no namespace, mount or process of the lab is left");
-    } else {
+    if !left.is_empty() {
         eprintln!("left behind: {left:?}");
+    } else if result.is_ok() {
+        say("cleaned up: no namespace, mount or process of the lab is left");
     }
     result
 }

@@ -108,19 +108,9 @@ pub fn annotations(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use api::fixtures::cluster_entry as entry;
 
-    fn entry(name: &str, local: bool) -> ClusterEntry {
-        ClusterEntry {
-            name: name.into(),
-            local,
-            kubeconfig_secret_ref: (!local).then(|| SecretKeyRef {
-                name: format!("{name}-kubeconfig"),
-                key: "kubeconfig".into(),
-            }),
-            ..ClusterEntry::default()
-        }
-    }
+    use super::*;
 
     fn written(current: &[Remembered], pending: &[Removed]) -> BTreeMap<String, String> {
         annotations(current, pending)
@@ -131,7 +121,11 @@ mod tests {
 
     #[test]
     fn a_cluster_gone_from_the_spec_is_pending_until_it_is_back() {
-        let three = [entry("a", true), entry("b", false), entry("c", false)];
+        let three = [
+            entry("a", 1, true),
+            entry("b", 2, false),
+            entry("c", 3, false),
+        ];
         let (current, pending) = bookkeeping(&three, &BTreeMap::new(), 100);
         assert!(pending.is_empty(), "nothing removed on the first pass");
         let stored = written(&current, &pending);
@@ -156,7 +150,7 @@ mod tests {
     fn unreadable_annotations_remember_nothing() {
         let annotations =
             BTreeMap::from([(CLUSTERS_ANNOTATION.to_owned(), "{not json".to_owned())]);
-        let (current, pending) = bookkeeping(&[entry("a", true)], &annotations, 1);
+        let (current, pending) = bookkeeping(&[entry("a", 1, true)], &annotations, 1);
         assert_eq!(current.len(), 1);
         assert!(pending.is_empty());
     }

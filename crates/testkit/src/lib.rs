@@ -19,6 +19,7 @@
 //! parent-death signal, so even a test process killed with SIGKILL takes
 //! them down.
 
+pub mod command;
 mod control_plane;
 mod fault_proxy;
 mod http;
@@ -29,7 +30,7 @@ mod tools;
 
 pub use control_plane::{ControlPlane, Error, client_from_yaml};
 pub use fault_proxy::{Fault, FaultProxy};
-pub use http::http_get;
+pub use http::{http_get, metric_sum};
 pub use kubeconfig::merged as merged_kubeconfig;
 pub use process::Process;
 pub use tools::binary as tool;

@@ -117,27 +117,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         retry_soon = false;
         let now = unix_now();
-        let all: Vec<KiloNode> = nodes
-            .state()
+        let all = nodes.state();
+        let Some(local) = all
             .iter()
-            .map(|n| KiloNode::from_node(n))
-            .collect();
-        let Some(local) = nodes
-            .state()
-            .into_iter()
             .find(|n| n.metadata.name.as_deref() == Some(&args.hostname))
         else {
             tracing::info!(node = %args.hostname, "waiting for this node's Node object");
             continue;
         };
-        let ready: Vec<KiloNode> = all.into_iter().filter(|n| n.ready(now)).collect();
+        let ready: Vec<KiloNode> = all
+            .iter()
+            .map(|n| KiloNode::from_node(n))
+            .filter(|n| n.ready(now))
+            .collect();
         let topology =
             topology::full_mesh(&args.hostname, &ready, &peers_ready(&peers), args.subnet);
         let wireguard_ip = topology
             .as_ref()
             .map(|t| t.wireguard_cidr.to_string())
             .unwrap_or_default();
-        let wanted = match own_annotations(&local, &public_key, args.port, &wireguard_ip) {
+        let wanted = match own_annotations(local, &public_key, args.port, &wireguard_ip) {
             Ok(wanted) => wanted,
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), "cannot check in");
