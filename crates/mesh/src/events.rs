@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 
 use api::ClusterMeshStatus;
 
+use crate::condition::ConditionType;
+
 /// An Event to publish on the ClusterMesh.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MeshEvent {
@@ -12,15 +14,6 @@ pub struct MeshEvent {
     pub reason: String,
     pub message: String,
 }
-
-/// Conditions whose appearance is told as an Event (reachability is told per
-/// cluster instead).
-const TOLD: [&str; 4] = [
-    "InvalidSpec",
-    "CIDRConflict",
-    "PeerConflict",
-    "CredentialsExpiring",
-];
 
 /// The Events that tell what changed from `previous` to `next`.
 pub fn transitions(previous: &ClusterMeshStatus, next: &ClusterMeshStatus) -> Vec<MeshEvent> {
@@ -83,11 +76,11 @@ pub fn transitions(previous: &ClusterMeshStatus, next: &ClusterMeshStatus) -> Ve
             );
         }
     }
-    for type_ in TOLD {
+    for type_ in ConditionType::ALL.into_iter().filter(|t| t.told_as_event()) {
         let (was, message_before) = condition_true(previous, type_);
         let (is, message) = condition_true(next, type_);
         if is && (!was || message != message_before) {
-            event(true, type_, message.to_owned());
+            event(true, type_.as_str(), message.to_owned());
         }
         if was && !is {
             event(
@@ -101,10 +94,10 @@ pub fn transitions(previous: &ClusterMeshStatus, next: &ClusterMeshStatus) -> Ve
 }
 
 /// Whether condition `type_` is True, and its message.
-fn condition_true<'a>(status: &'a ClusterMeshStatus, type_: &str) -> (bool, &'a str) {
+fn condition_true(status: &ClusterMeshStatus, type_: ConditionType) -> (bool, &str) {
     status
         .conditions
         .iter()
-        .find(|c| c.type_ == type_)
+        .find(|c| c.type_ == type_.as_str())
         .map_or((false, ""), |c| (c.status == "True", c.message.as_str()))
 }

@@ -15,6 +15,7 @@
 
 mod anchor;
 mod cidr;
+mod condition;
 mod conflict;
 mod endpoint;
 mod events;
@@ -27,6 +28,7 @@ mod spec;
 mod status;
 
 pub use cidr::covering;
+pub use condition::ConditionType;
 pub use conflict::Conflict;
 pub use events::{MeshEvent, transitions};
 pub use identity::{
@@ -37,8 +39,8 @@ pub use naming::peer_name;
 pub use node::{SkipReason, annotation};
 pub use observe::{ClusterView, NodeView, Observation, ObservedPeer, Unreachable};
 pub use plan::{
-    ClusterReport, ClusterWrites, DesiredPeer, PeerConflict, Plan, Report, Settings, SkippedNode,
-    applied, plan,
+    ClusterReport, ClusterWrites, DesiredPeer, PeerConflict, PeerDeletion, Plan, Report, Settings,
+    SkippedNode, applied, plan,
 };
 pub use spec::SpecError;
-pub use status::{MeshCondition, conditions, status};
+pub use status::{FailingWrites, MeshCondition, conditions, status};

@@ -25,6 +25,10 @@ pub struct ObservedPeer {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub spec: PeerSpec,
+    /// The object's uid and resourceVersion, when it was read from a
+    /// cluster: a deletion is made conditional on them.
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
 }
 
 /// What was read of one cluster.

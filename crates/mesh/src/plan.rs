@@ -47,8 +47,18 @@ pub struct ClusterWrites {
     /// Peers to create or change (server-side apply); shared with
     /// [`Plan::desired`], since a cold start at scale writes every one.
     pub apply: Vec<Arc<DesiredPeer>>,
-    /// Names of owned Peers to delete.
-    pub delete: Vec<String>,
+    /// Owned Peers to delete, sorted by name.
+    pub delete: Vec<PeerDeletion>,
+}
+
+/// An owned Peer to delete, as it was observed: the delete only goes through
+/// if the Peer is still that object, so a Peer re-created or adopted meanwhile
+/// is never deleted by mistake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerDeletion {
+    pub name: String,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
 }
 
 impl ClusterWrites {
@@ -394,10 +404,14 @@ fn diff(
             .map(String::as_str)
             .unwrap_or_default();
         if !kept_source(source) {
-            writes.delete.push(peer.name.clone());
+            writes.delete.push(PeerDeletion {
+                name: peer.name.clone(),
+                uid: peer.uid.clone(),
+                resource_version: peer.resource_version.clone(),
+            });
         }
     }
-    writes.delete.sort();
+    writes.delete.sort_by(|a, b| a.name.cmp(&b.name));
     (writes, conflicts)
 }
 
@@ -423,8 +437,8 @@ pub fn applied(view: &ClusterView, writes: &ClusterWrites) -> Vec<ObservedPeer> 
         .iter()
         .map(|p| (p.name.clone(), p.clone()))
         .collect();
-    for name in &writes.delete {
-        peers.remove(name);
+    for deletion in &writes.delete {
+        peers.remove(&deletion.name);
     }
     for peer in &writes.apply {
         let observed = ObservedPeer {
@@ -432,6 +446,8 @@ pub fn applied(view: &ClusterView, writes: &ClusterWrites) -> Vec<ObservedPeer> 
             labels: peer.labels.clone(),
             annotations: peer.annotations.clone(),
             spec: peer.spec.clone(),
+            uid: None,
+            resource_version: None,
         };
         peers.insert(peer.name.clone(), observed);
     }

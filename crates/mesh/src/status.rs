@@ -1,9 +1,11 @@
 //! The status a report gives: counts per cluster and the conditions, without
 //! times (the controller adds those).
 
+use std::collections::BTreeMap;
+
 use api::{ClusterMeshStatus, ClusterStatus, SkippedNode as SkippedNodeStatus};
 
-use crate::{observe::Unreachable, plan::Report};
+use crate::{condition::ConditionType, observe::Unreachable, plan::Report};
 
 /// Most skipped nodes listed per cluster in the status.
 pub const SKIPPED_LISTED: usize = 20;
@@ -11,15 +13,18 @@ pub const SKIPPED_LISTED: usize = 20;
 /// A condition without its times.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MeshCondition {
-    pub type_: &'static str,
+    pub type_: ConditionType,
     pub status: bool,
     pub reason: String,
     pub message: String,
 }
 
+/// Per cluster: why its Peer writes fail, while they do.
+pub type FailingWrites = BTreeMap<String, String>;
+
 /// Counts per cluster and in total. Times, `observedGeneration` and
 /// conditions are left for the controller to fill.
-pub fn status(report: &Report) -> ClusterMeshStatus {
+pub fn status(report: &Report, failing_writes: &FailingWrites) -> ClusterMeshStatus {
     let clusters: Vec<ClusterStatus> = report
         .clusters
         .iter()
@@ -30,7 +35,11 @@ pub fn status(report: &Report) -> ClusterMeshStatus {
             skipped_nodes: count(c.skipped.len()),
             anchor_node: c.anchor.clone(),
             reachable: c.unreachable.is_none(),
-            message: c.unreachable.as_ref().map(describe),
+            message: c.unreachable.as_ref().map(describe).or_else(|| {
+                failing_writes
+                    .get(&c.name)
+                    .map(|why| describe_failing_writes(why))
+            }),
             skipped: c
                 .skipped
                 .iter()
@@ -65,9 +74,13 @@ fn describe(cause: &Unreachable) -> String {
     }
 }
 
+fn describe_failing_writes(why: &str) -> String {
+    format!("writing its Peers fails, retrying: {why}")
+}
+
 /// The conditions, `Ready` last. Each problem condition is True when there
 /// is such a problem and names it.
-pub fn conditions(report: &Report) -> Vec<MeshCondition> {
+pub fn conditions(report: &Report, failing_writes: &FailingWrites) -> Vec<MeshCondition> {
     let clusters_where = |pick: fn(&Unreachable) -> bool| -> Vec<String> {
         report
             .clusters
@@ -82,7 +95,7 @@ pub fn conditions(report: &Report) -> Vec<MeshCondition> {
     };
     let problems = [
         (
-            "InvalidSpec",
+            ConditionType::InvalidSpec,
             report
                 .spec_errors
                 .iter()
@@ -91,22 +104,30 @@ pub fn conditions(report: &Report) -> Vec<MeshCondition> {
             "no Peer is changed until the spec is fixed",
         ),
         (
-            "CredentialsInvalid",
+            ConditionType::CredentialsInvalid,
             clusters_where(|u| matches!(u, Unreachable::Credentials(_))),
             "their Peers are kept as they are",
         ),
         (
-            "ClustersUnreachable",
+            ConditionType::ClustersUnreachable,
             clusters_where(|u| !matches!(u, Unreachable::Credentials(_))),
             "their Peers are kept as they are",
         ),
         (
-            "CIDRConflict",
+            ConditionType::PeerWritesFailing,
+            failing_writes
+                .iter()
+                .map(|(cluster, why)| format!("cluster {cluster}: {why}"))
+                .collect(),
+            "they are retried, backing off up to 30 s; the other clusters are written meanwhile",
+        ),
+        (
+            ConditionType::CIDRConflict,
             report.conflicts.iter().map(ToString::to_string).collect(),
             "these ranges are not advertised; give each cluster its own",
         ),
         (
-            "PeerConflict",
+            ConditionType::PeerConflict,
             report
                 .peer_conflicts
                 .iter()
@@ -134,7 +155,7 @@ pub fn conditions(report: &Report) -> Vec<MeshCondition> {
                 MeshCondition {
                     type_,
                     status: true,
-                    reason: type_.to_owned(),
+                    reason: type_.to_string(),
                     message: format!("{}; {consequence}", items.join("; ")),
                 }
             }
@@ -150,7 +171,7 @@ pub fn conditions(report: &Report) -> Vec<MeshCondition> {
         })
         .collect();
     conditions.push(MeshCondition {
-        type_: "NodesSkipped",
+        type_: ConditionType::NodesSkipped,
         status: !skipped.is_empty(),
         reason: if skipped.is_empty() {
             "AllNodesEligible".into()
@@ -171,18 +192,18 @@ pub fn conditions(report: &Report) -> Vec<MeshCondition> {
     });
     let blocking = conditions
         .iter()
-        .find(|c| c.status && c.type_ != "NodesSkipped")
+        .find(|c| c.status && c.type_.blocks_ready())
         .cloned();
     let peers: usize = report.clusters.iter().map(|c| c.registered_peers).sum();
     conditions.push(match blocking {
         Some(problem) => MeshCondition {
-            type_: "Ready",
+            type_: ConditionType::Ready,
             status: false,
             reason: problem.reason,
             message: problem.message,
         },
         None => MeshCondition {
-            type_: "Ready",
+            type_: ConditionType::Ready,
             status: true,
             reason: "Meshed".into(),
             message: format!(

@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use mesh::{
-    ANCHOR_LABEL, MESH_LABEL, Observation, Unreachable, conditions, plan, status, transitions,
+    ANCHOR_LABEL, ConditionType, MESH_LABEL, Observation, Unreachable, conditions, plan, status,
+    transitions,
 };
 
 #[test]
@@ -41,11 +42,11 @@ fn every_cluster_holds_the_eligible_nodes_of_every_other_cluster() {
     assert_eq!(b0.spec.persistent_keepalive, Some(25));
     assert!(b0.spec.allowed_ips.contains(&"10.2.0.0/24".to_owned()));
     assert!(b0.spec.allowed_ips.contains(&"10.102.0.1/32".to_owned()));
-    let report = status(&plan.report);
+    let report = status(&plan.report, &no_failures());
     assert_eq!(report.registered_peers, 6);
-    let ready = conditions(&plan.report)
+    let ready = conditions(&plan.report, &no_failures())
         .into_iter()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.type_ == ConditionType::Ready)
         .unwrap();
     assert!(ready.status, "{ready:?}");
 }
@@ -94,7 +95,7 @@ fn a_removed_anchor_hands_over_in_one_pass() {
         .retain(|n| n.name != "node-0");
     let next = plan(&spec(), &identity(), &settings(), &observations);
     let on_a = &next.writes["a"];
-    assert_eq!(on_a.delete, vec!["b.node-0".to_owned()]);
+    assert_eq!(deleted(on_a), ["b.node-0"]);
     let new_anchor = on_a
         .apply
         .iter()
@@ -126,16 +127,16 @@ fn unreachable_cluster_keeps_its_peers_everywhere() {
     );
     for (cluster, writes) in &plan.writes {
         assert!(
-            writes.delete.iter().all(|n| !n.starts_with("b.")),
+            writes.delete.iter().all(|d| !d.name.starts_with("b.")),
             "b's Peers deleted on {cluster}"
         );
     }
-    let b = &status(&plan.report).clusters[1];
+    let b = &status(&plan.report, &no_failures()).clusters[1];
     assert!(!b.reachable);
     assert_eq!(b.registered_peers, 2, "its kept Peers are still counted");
-    let ready = conditions(&plan.report)
+    let ready = conditions(&plan.report, &no_failures())
         .into_iter()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.type_ == ConditionType::Ready)
         .unwrap();
     assert_eq!(
         (ready.status, ready.reason.as_str()),
@@ -175,8 +176,8 @@ fn a_node_removed_from_a_readable_cluster_loses_its_peers_everywhere() {
         .nodes
         .retain(|n| n.name != "node-1");
     let plan = plan(&spec(), &identity(), &settings(), &observations);
-    assert_eq!(plan.writes["a"].delete, vec!["c.node-1".to_owned()]);
-    assert_eq!(plan.writes["b"].delete, vec!["c.node-1".to_owned()]);
+    assert_eq!(deleted(&plan.writes["a"]), ["c.node-1"]);
+    assert_eq!(deleted(&plan.writes["b"]), ["c.node-1"]);
     assert!(!plan.writes.contains_key("c"));
 }
 
@@ -196,14 +197,16 @@ fn a_foreign_peer_with_our_name_is_left_alone_and_reported() {
                 preshared_key: None,
                 public_key: key(9, 9),
             },
+            uid: None,
+            resource_version: None,
         });
     let plan = plan(&spec(), &identity(), &settings(), &observations);
     assert!(plan.writes["a"].apply.iter().all(|p| p.name != "b.node-0"));
     assert!(plan.writes["a"].delete.is_empty());
     assert_eq!(plan.report.peer_conflicts.len(), 1);
-    let conflict = conditions(&plan.report)
+    let conflict = conditions(&plan.report, &no_failures())
         .into_iter()
-        .find(|c| c.type_ == "PeerConflict")
+        .find(|c| c.type_ == ConditionType::PeerConflict)
         .unwrap();
     assert!(
         conflict.status && conflict.message.contains("Peer b.node-0 on cluster a"),
@@ -234,9 +237,9 @@ fn a_spec_error_plans_no_write_at_all() {
     view_mut(&mut observations, "b").nodes.clear();
     let plan = plan(&bad, &identity(), &settings(), &observations);
     assert!(plan.writes.is_empty());
-    let invalid = conditions(&plan.report)
+    let invalid = conditions(&plan.report, &no_failures())
         .into_iter()
-        .find(|c| c.type_ == "InvalidSpec")
+        .find(|c| c.type_ == ConditionType::InvalidSpec)
         .unwrap();
     assert!(
         invalid.message.contains(
@@ -254,8 +257,8 @@ fn a_cluster_dropped_from_the_spec_loses_its_peers() {
     let mut two = spec();
     two.clusters.pop();
     let plan = plan(&two, &identity(), &settings(), &observations);
-    assert_eq!(plan.writes["a"].delete, vec!["c.node-0".to_owned()]);
-    assert_eq!(plan.writes["b"].delete, vec!["c.node-0".to_owned()]);
+    assert_eq!(deleted(&plan.writes["a"]), ["c.node-0"]);
+    assert_eq!(deleted(&plan.writes["b"]), ["c.node-0"]);
 }
 
 #[test]
@@ -267,7 +270,7 @@ fn a_location_granularity_cluster_is_refused_with_a_reason() {
     }
     let plan = plan(&spec(), &identity(), &settings(), &observations);
     assert!(plan.desired["a"].keys().all(|n| !n.starts_with("c.")));
-    let c = &status(&plan.report).clusters[2];
+    let c = &status(&plan.report, &no_failures()).clusters[2];
     assert_eq!(c.skipped_nodes, 2);
     assert_eq!(c.skipped[0].reason, "LocationGranularity");
     assert!(c.skipped[0].message.contains("--mesh-granularity=full"));
@@ -288,9 +291,9 @@ fn overlapping_service_cidrs_are_not_advertised_and_the_rest_works() {
         );
     }
     assert_eq!(peers(&observations, "a").len(), 2, "pods stay meshed");
-    let conflict = conditions(&plan.report)
+    let conflict = conditions(&plan.report, &no_failures())
         .into_iter()
-        .find(|c| c.type_ == "CIDRConflict")
+        .find(|c| c.type_ == ConditionType::CIDRConflict)
         .unwrap();
     assert!(
         conflict
@@ -324,7 +327,7 @@ fn events_are_told_on_transitions_only() {
         .annotations
         .remove("kilo.squat.ai/key");
     let first = converge(&spec(), &mut observations);
-    let mut before = status(&first.report);
+    let mut before = status(&first.report, &no_failures());
     let events = transitions(&api::ClusterMeshStatus::default(), &before);
     assert_eq!(
         events.iter().filter(|e| e.reason == "NodeSkipped").count(),
@@ -332,7 +335,10 @@ fn events_are_told_on_transitions_only() {
         "{events:?}"
     );
     before.conditions.clear();
-    let again = status(&plan(&spec(), &identity(), &settings(), &observations).report);
+    let again = status(
+        &plan(&spec(), &identity(), &settings(), &observations).report,
+        &no_failures(),
+    );
     assert!(
         transitions(&before, &again).is_empty(),
         "a steady state tells nothing"
@@ -340,8 +346,41 @@ fn events_are_told_on_transitions_only() {
     view_mut(&mut observations, "b").nodes[1]
         .annotations
         .insert("kilo.squat.ai/key".into(), key(2, 1));
-    let restored = status(&converge(&spec(), &mut observations).report);
+    let restored = status(&converge(&spec(), &mut observations).report, &no_failures());
     let events = transitions(&again, &restored);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].reason, "NodeRestored");
+}
+
+#[test]
+fn failing_writes_make_the_mesh_not_ready_and_name_the_cluster() {
+    let mut observations = fresh(1);
+    let plan = converge(&spec(), &mut observations);
+    let failing = mesh::FailingWrites::from([("b".to_owned(), "timed out".to_owned())]);
+    let b = &status(&plan.report, &failing).clusters[1];
+    assert!(b.reachable);
+    assert_eq!(
+        b.message.as_deref(),
+        Some("writing its Peers fails, retrying: timed out")
+    );
+    let all = conditions(&plan.report, &failing);
+    let ready = all.last().unwrap();
+    assert_eq!(ready.type_, ConditionType::Ready);
+    assert!(!ready.status);
+    assert_eq!(ready.reason, "PeerWritesFailing");
+    assert!(
+        ready.message.contains("cluster b: timed out"),
+        "{}",
+        ready.message
+    );
+}
+
+/// The names of the Peers `writes` deletes.
+fn deleted(writes: &mesh::ClusterWrites) -> Vec<&str> {
+    writes.delete.iter().map(|d| d.name.as_str()).collect()
+}
+
+/// No cluster's writes failing.
+fn no_failures() -> mesh::FailingWrites {
+    mesh::FailingWrites::new()
 }

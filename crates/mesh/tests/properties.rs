@@ -212,7 +212,7 @@ proptest! {
         prop_assert!(!plan.writes.contains_key(name));
         let prefix = format!("{name}.");
         for writes in plan.writes.values() {
-            prop_assert!(writes.delete.iter().all(|n| !n.starts_with(&prefix)));
+            prop_assert!(writes.delete.iter().all(|d| !d.name.starts_with(&prefix)));
             prop_assert!(writes.apply.iter().all(|p| !p.name.starts_with(&prefix)));
         }
     }

@@ -8,20 +8,10 @@ use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, Preconditions},
 };
-use mesh::DesiredPeer;
+use mesh::{DesiredPeer, PeerDeletion};
 
 /// The one field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "kilo-clustermesh-operator";
-
-/// A Peer to delete, as it was observed: the delete only goes through if the
-/// Peer is still that object, so a Peer re-created or adopted meanwhile is
-/// never deleted by mistake.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerDeletion {
-    pub name: String,
-    pub uid: Option<String>,
-    pub resource_version: Option<String>,
-}
 
 /// A failed write to one cluster.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +30,7 @@ pub async fn write_peers(
     client: &Client,
     cluster: &str,
     apply: &[Arc<DesiredPeer>],
-    delete: Vec<PeerDeletion>,
+    delete: &[PeerDeletion],
     concurrency: usize,
 ) -> Result<usize, WriteError> {
     let api = Api::<Peer>::all(client.clone());
@@ -69,7 +59,7 @@ pub async fn write_peers(
         .buffer_unordered(concurrency)
         .try_collect::<()>()
         .await?;
-    let deletes = stream::iter(delete).map(|deletion| {
+    let deletes = stream::iter(delete.iter().cloned()).map(|deletion| {
         let api = &api;
         async move {
             let params = DeleteParams {
@@ -123,7 +113,7 @@ pub async fn delete_labelled_peers(
         })
         .collect::<Vec<_>>();
     let count = deletions.len();
-    write_peers(client, cluster, &[], deletions, concurrency).await?;
+    write_peers(client, cluster, &[], &deletions, concurrency).await?;
     Ok(count)
 }
 

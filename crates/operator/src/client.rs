@@ -19,10 +19,29 @@ use crate::{
     rate_limit::{Limits, RateLimitLayer},
 };
 
+/// This replica's name: the pod's name in a cluster, else the host's, else
+/// one made from the process id.
+pub fn identity() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("kilo-clustermesh-operator-{}", std::process::id()))
+}
+
+/// The User-Agent of every request, as API servers' audit logs show it:
+/// the binary, its version and this replica's name.
+fn user_agent() -> Option<http::HeaderValue> {
+    let agent = format!(
+        "kilo-clustermesh-operator/{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        identity()
+    );
+    http::HeaderValue::from_str(&agent).ok()
+}
+
 /// A client for `config` whose requests are rate limited by `limits` and
 /// counted in `requests` under the label `client`.
 pub fn build(
-    config: kube::Config,
+    mut config: kube::Config,
     limits: Limits,
     requests: &Family<RequestLabels, Counter>,
     client: &str,
@@ -31,6 +50,9 @@ pub fn build(
         requests: requests.clone(),
         client: client.to_owned(),
     };
+    if let Some(agent) = user_agent() {
+        config.headers.push((http::header::USER_AGENT, agent));
+    }
     let builder = kube::client::ClientBuilder::try_from(config)?;
     // Innermost, so that waiting for the rate limit is not counted.
     Ok(builder

@@ -11,10 +11,8 @@ use std::{
 };
 
 use api::{CLEANUP_FINALIZER, ClusterEntry, ClusterMesh, ClusterMeshStatus};
-use futures::{StreamExt, future::join_all};
-use k8s_openapi::{
-    api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
-};
+use futures::StreamExt;
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -27,19 +25,21 @@ use kube::{
         watcher,
     },
 };
-use mesh::{Observation, Unreachable};
+use mesh::{ConditionType, Observation, Unreachable};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::{
-    apply::{self, FIELD_MANAGER, PeerDeletion, WriteError},
+    apply::{self, FIELD_MANAGER},
     client,
     clusters::{ClusterRegistry, ClusterSource, WatchedCluster},
     kubeconfig::{self, KubeconfigError, KubeconfigPolicy},
-    metrics::{ClusterLabels, ErrorLabels, MeshLabels, Metrics, Readiness, WriteLabels},
+    leader::{Fence, Fenced},
+    metrics::{ClusterLabels, ErrorLabels, MeshLabels, Metrics, Readiness},
     observe::{self, Resolved},
     rate_limit::Limits,
     removed, report,
+    writer::Writers,
 };
 
 /// How soon a pass that found a cluster still listing is retried.
@@ -80,6 +80,8 @@ pub struct Context {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     settings: Settings,
+    writers: Writers,
+    fence: Fence,
 }
 
 /// Why a pass failed. Each variant is countable by `metric_label`.
@@ -87,14 +89,14 @@ pub struct Context {
 pub enum Error {
     #[error("ClusterMesh {0} has no namespace")]
     NoNamespace(String),
-    #[error(transparent)]
-    Write(#[from] WriteError),
     #[error("writing the status of ClusterMesh {mesh}: {source}")]
     Status { mesh: String, source: kube::Error },
     #[error("recording the clusters of ClusterMesh {mesh} in its annotations: {source}")]
     Annotations { mesh: String, source: kube::Error },
     #[error("removing the Peers of ClusterMesh {mesh} from {clusters}: will retry")]
     Cleanup { mesh: String, clusters: String },
+    #[error(transparent)]
+    Fenced(#[from] Fenced),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
@@ -103,7 +105,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::NoNamespace(_) => "NoNamespace",
-            Self::Write(_) => "PeerWrite",
+            Self::Fenced(_) => "Fenced",
             Self::Status { .. } => "StatusWrite",
             Self::Annotations { .. } => "AnnotationsWrite",
             Self::Cleanup { .. } => "Cleanup",
@@ -117,10 +119,12 @@ impl Error {
     }
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C.
+/// Runs the controller until SIGTERM or Ctrl-C. Every write goes through
+/// `fence`.
 pub async fn run(
     client: Client,
     settings: Settings,
+    fence: Fence,
     metrics: Arc<Metrics>,
     readiness: Readiness,
 ) -> anyhow::Result<()> {
@@ -158,10 +162,17 @@ pub async fn run(
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
         client,
+        writers: Writers::new(
+            trigger.clone(),
+            metrics.clone(),
+            fence.clone(),
+            settings.write_concurrency,
+        ),
         registry: ClusterRegistry::new(trigger),
         secrets,
         metrics,
         settings,
+        fence,
     });
     controller
         .reconcile_on(UnboundedReceiverStream::new(triggers))
@@ -242,35 +253,18 @@ fn error_policy(mesh: Arc<ClusterMesh>, error: &Error, context: Arc<Context>) ->
     Action::requeue(Duration::from_secs(15))
 }
 
-impl Context {
-    /// One pass over a live mesh.
-    async fn sync(&self, mesh: &ClusterMesh) -> Result<Action, Error> {
-        let started = Instant::now();
-        let mesh_ref = ObjectRef::from_obj(mesh);
-        let namespace = mesh.namespace().unwrap_or_default();
-        let labels = MeshLabels {
-            mesh: mesh_ref.to_string(),
-        };
-        self.metrics.reconciles.get_or_create(&labels).inc();
+/// What a pass read of a mesh's clusters: each entry's cluster as resolved,
+/// and what the plan gets of it.
+struct Observed {
+    resolved: BTreeMap<String, Resolved>,
+    observations: BTreeMap<String, Observation>,
+}
 
-        let mut resolved = BTreeMap::new();
-        for entry in &mesh.spec.clusters {
-            resolved.insert(entry.name.clone(), self.resolve(entry, &namespace).await);
-        }
-        let sources: BTreeSet<ClusterSource> = resolved
-            .values()
-            .filter_map(|r| match r {
-                Resolved::Watched { cluster, .. } => Some(cluster.source.clone()),
-                Resolved::Unusable(_) => None,
-            })
-            .collect();
-        self.registry.set_used(mesh_ref.clone(), sources);
-
-        let observations: BTreeMap<String, Observation> = resolved
-            .iter()
-            .map(|(name, r)| (name.clone(), observe::observation(r)))
-            .collect();
-        let syncing = observations.values().any(|o| {
+impl Observed {
+    /// A cluster whose watches have not listed it yet is neither known nor
+    /// unreachable: the pass waits for it rather than report it as down.
+    fn still_listing(&self) -> bool {
+        self.observations.values().any(|o| {
             matches!(
                 o,
                 Observation::Unreachable {
@@ -278,86 +272,118 @@ impl Context {
                     ..
                 }
             )
-        });
-        if syncing {
-            // A cluster whose watches have not listed it yet is neither known
-            // nor unreachable: wait for it rather than report it as down.
+        })
+    }
+
+    fn watched(&self, cluster: &str) -> Option<&Arc<WatchedCluster>> {
+        match self.resolved.get(cluster) {
+            Some(Resolved::Watched { cluster, .. }) => Some(cluster),
+            _ => None,
+        }
+    }
+}
+
+impl Context {
+    /// One pass over a live mesh: observe → plan (pure) → apply (handed to
+    /// each cluster's writer) → report.
+    async fn sync(&self, mesh: &ClusterMesh) -> Result<Action, Error> {
+        self.fence.check().await?;
+        let started = Instant::now();
+        let mesh_ref = ObjectRef::from_obj(mesh);
+        let labels = MeshLabels {
+            mesh: mesh_ref.to_string(),
+        };
+        self.metrics.reconciles.get_or_create(&labels).inc();
+
+        let observed = self.observe(mesh, &mesh_ref).await;
+        if observed.still_listing() {
             tracing::debug!(mesh = %mesh_ref, "waiting for clusters to be listed");
             return Ok(Action::requeue(SYNC_WAIT));
         }
         let stage = self.metrics.stage_done("observe", started);
-        let identity = observe::identity(mesh);
-        let plan = mesh::plan(&mesh.spec, &identity, &self.plan_settings(), &observations);
+        let plan = mesh::plan(
+            &mesh.spec,
+            &observe::identity(mesh),
+            &self.plan_settings(),
+            &observed.observations,
+        );
         let stage = self.metrics.stage_done("plan", stage);
-        self.metrics
-            .cidr_conflicts
-            .get_or_create(&labels)
-            .set(plan.report.conflicts.len() as i64);
-
-        let writes =
-            plan.writes
-                .iter()
-                .filter_map(|(cluster, writes)| match resolved.get(cluster) {
-                    Some(Resolved::Watched {
-                        cluster: watched, ..
-                    }) => Some(self.write(cluster, watched, writes)),
-                    _ => None,
-                });
-        let results = join_all(writes).await;
+        self.apply(&mesh_ref, &observed, &plan.writes);
         let stage = self.metrics.stage_done("apply", stage);
-        let mut written = BTreeMap::new();
-        let mut first_error = None;
-        for (cluster, result) in results {
-            match result {
-                Ok(count) => {
-                    written.insert(cluster, count);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "Peer write failed");
-                    first_error.get_or_insert(error);
-                }
-            }
-        }
-
-        let previous = mesh.status.clone().unwrap_or_default();
-        let health = resolved
-            .iter()
-            .map(|(name, r)| (name.clone(), observe::health(r)))
-            .collect::<BTreeMap<_, _>>();
-        // The API keeps whole seconds; so does the status, or it would never compare equal.
-        let now = Time(
-            Timestamp::from_second(Timestamp::now().as_second())
-                .unwrap_or_else(|_| Timestamp::now()),
-        );
-        let status = report::status(
-            mesh,
-            &plan,
-            &health,
-            &written,
-            &previous,
-            &now,
-            self.settings.credentials_expiry_warning,
-        );
-        self.report(mesh, &previous, &status, &labels).await?;
+        let status = self
+            .report(mesh, &mesh_ref, &observed, &plan, &labels)
+            .await?;
         self.metrics.stage_done("report", stage);
-        let cleaning_removed = self.clean_removed_clusters(mesh).await?;
+        let cleaning_removed = self.clean_removed_clusters(mesh, &mesh_ref).await?;
         self.metrics
             .reconcile_duration
             .observe(started.elapsed().as_secs_f64());
-        if let Some(error) = first_error {
-            return Err(error.into());
+        Ok(Action::requeue(self.next_pass(&status, cleaning_removed)))
+    }
+
+    /// Observe: resolves every entry to its watched cluster (started if new),
+    /// stops watching and writing what the mesh no longer uses, and reads
+    /// each cluster's caches.
+    async fn observe(&self, mesh: &ClusterMesh, mesh_ref: &ObjectRef<ClusterMesh>) -> Observed {
+        let namespace = mesh.namespace().unwrap_or_default();
+        let mut resolved = BTreeMap::new();
+        for entry in &mesh.spec.clusters {
+            resolved.insert(entry.name.clone(), self.resolve(entry, &namespace).await);
         }
+        let observed = Observed {
+            observations: resolved
+                .iter()
+                .map(|(name, r)| (name.clone(), observe::observation(r)))
+                .collect(),
+            resolved,
+        };
+        let sources: BTreeSet<ClusterSource> = observed
+            .resolved
+            .keys()
+            .filter_map(|name| observed.watched(name))
+            .map(|cluster| cluster.source.clone())
+            .collect();
+        self.registry.set_used(mesh_ref.clone(), sources);
+        self.writers.retain(mesh_ref, |cluster, source| {
+            observed
+                .watched(cluster)
+                .is_some_and(|watched| &watched.source == source)
+        });
+        observed
+    }
+
+    /// Apply: hands each cluster its writes. Its writer sends them on its
+    /// own (`writer.rs`), so no cluster waits for another.
+    fn apply(
+        &self,
+        mesh_ref: &ObjectRef<ClusterMesh>,
+        observed: &Observed,
+        writes: &BTreeMap<String, mesh::ClusterWrites>,
+    ) {
+        for (cluster, writes) in writes {
+            if let Some(watched) = observed.watched(cluster) {
+                self.writers
+                    .submit(mesh_ref, cluster, watched, writes.clone());
+            }
+        }
+    }
+
+    /// When to look at the mesh again without a change: soon while a removed
+    /// cluster is being cleaned, every minute while a cluster is unreachable,
+    /// else every 10 minutes; sooner when a token enters its warning window.
+    fn next_pass(&self, status: &ClusterMeshStatus, cleaning_removed: bool) -> Duration {
         let all_reachable = status.clusters.iter().all(|c| c.reachable);
         let resync = match (cleaning_removed, all_reachable) {
             (true, _) => REMOVED_CLEANUP_RETRY,
             (false, true) => Duration::from_secs(600),
             (false, false) => Duration::from_secs(60),
         };
-        let expiry_check =
-            report::until_expiry_warning(&status, now.0, self.settings.credentials_expiry_warning);
-        Ok(Action::requeue(
-            expiry_check.map_or(resync, |d| d.min(resync)),
-        ))
+        let expiry_check = report::until_expiry_warning(
+            status,
+            Timestamp::now(),
+            self.settings.credentials_expiry_warning,
+        );
+        expiry_check.map_or(resync, |d| d.min(resync))
     }
 
     fn plan_settings(&self) -> mesh::Settings {
@@ -474,9 +500,13 @@ impl Context {
     }
 
     /// Removes this mesh's Peers from the clusters removed from its spec
-    /// (`removed.rs`), and remembers the clusters of the spec. Returns
-    /// whether a removed cluster is still to be cleaned.
-    async fn clean_removed_clusters(&self, mesh: &ClusterMesh) -> Result<bool, Error> {
+    /// (`removed.rs`), in the background, and remembers the clusters of the
+    /// spec. Returns whether a removed cluster is still to be cleaned.
+    async fn clean_removed_clusters(
+        &self,
+        mesh: &ClusterMesh,
+        mesh_ref: &ObjectRef<ClusterMesh>,
+    ) -> Result<bool, Error> {
         let namespace = mesh.namespace().unwrap_or_default();
         let now = Timestamp::now().as_second();
         let (current, pending) = removed::bookkeeping(&mesh.spec.clusters, mesh.annotations(), now);
@@ -488,26 +518,19 @@ impl Context {
                 .entry_client(&removed.cluster.entry(), &namespace)
                 .await
             {
-                Ok(client) => apply::delete_labelled_peers(
-                    &client,
-                    name,
-                    &selector,
-                    self.settings.write_concurrency,
-                )
-                .await
-                .map_err(|error| error.to_string()),
-                Err(why) => Err(why),
+                Ok(client) => self.writers.purge(mesh_ref, name, client, selector.clone()),
+                Err(why) => Some(Err(why)),
             };
             let waited = Duration::from_secs(u64::try_from(now - removed.since).unwrap_or(0));
             let (type_, reason, note) = match outcome {
-                Ok(count) => (
+                Some(Ok(count)) => (
                     EventType::Normal,
                     "RemovedClusterCleaned",
                     format!(
                         "cluster {name} left the mesh: its {count} Peers of this mesh there were removed"
                     ),
                 ),
-                Err(why) if waited >= self.settings.cleanup_timeout => (
+                Some(Err(why)) if waited >= self.settings.cleanup_timeout => (
                     EventType::Warning,
                     "CleanupGivenUp",
                     format!(
@@ -515,8 +538,12 @@ impl Context {
                          ({why}); delete them there with `kubectl delete peers -l {selector}`"
                     ),
                 ),
-                Err(why) => {
+                Some(Err(why)) => {
                     tracing::warn!(cluster = %name, %why, "cleaning a removed cluster failed; will retry");
+                    still_pending.push(removed);
+                    continue;
+                }
+                None => {
                     still_pending.push(removed);
                     continue;
                 }
@@ -566,50 +593,50 @@ impl Context {
         }
     }
 
-    /// Sends one cluster's writes; returns the cluster's name and how many
-    /// writes were sent.
-    async fn write(
+    /// Report: the status, from the plan's report, each cluster's health and
+    /// what its writer did; the Events of what changed, and the metrics.
+    async fn report(
         &self,
-        cluster: &str,
-        watched: &WatchedCluster,
-        writes: &mesh::ClusterWrites,
-    ) -> (String, Result<usize, WriteError>) {
-        let delete = writes
-            .delete
+        mesh: &ClusterMesh,
+        mesh_ref: &ObjectRef<ClusterMesh>,
+        observed: &Observed,
+        plan: &mesh::Plan,
+        labels: &MeshLabels,
+    ) -> Result<ClusterMeshStatus, Error> {
+        self.metrics
+            .cidr_conflicts
+            .get_or_create(labels)
+            .set(plan.report.conflicts.len() as i64);
+        let health = observed
+            .resolved
             .iter()
-            .map(|name| {
-                let observed = watched.peers.get(&ObjectRef::new(name.as_str()));
-                PeerDeletion {
-                    name: name.to_string(),
-                    uid: observed.as_ref().and_then(|p| p.uid()),
-                    resource_version: observed.as_ref().and_then(|p| p.resource_version()),
-                }
+            .map(|(name, resolved)| {
+                let writes = observed
+                    .watched(name)
+                    .map(|watched| self.writers.outcome(mesh_ref, name, &watched.source));
+                (
+                    name.clone(),
+                    observe::health(resolved, writes.unwrap_or_default()),
+                )
             })
-            .collect::<Vec<_>>();
-        for (op, n) in [("apply", writes.apply.len()), ("delete", delete.len())] {
-            let labels = WriteLabels {
-                cluster: cluster.to_owned(),
-                op,
-            };
-            self.metrics
-                .peer_writes
-                .get_or_create(&labels)
-                .inc_by(n as u64);
-        }
-        let result = apply::write_peers(
-            &watched.client,
-            cluster,
-            &writes.apply,
-            delete,
-            self.settings.write_concurrency,
-        )
-        .await;
-        (cluster.to_owned(), result)
+            .collect::<BTreeMap<_, _>>();
+        let previous = mesh.status.clone().unwrap_or_default();
+        let status = report::status(
+            mesh,
+            plan,
+            &health,
+            &previous,
+            &report::now(),
+            self.settings.credentials_expiry_warning,
+        );
+        self.publish_status(mesh, &previous, &status, labels)
+            .await?;
+        Ok(status)
     }
 
     /// Writes the status when it changed, publishes the Events of what
     /// changed, and updates the metrics.
-    async fn report(
+    async fn publish_status(
         &self,
         mesh: &ClusterMesh,
         previous: &ClusterMeshStatus,
@@ -637,7 +664,10 @@ impl Context {
         if status == previous {
             return Ok(());
         }
-        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ConditionType::Ready.as_str());
         tracing::info!(
             mesh = %labels.mesh,
             ready = ready.map(|c| c.status.as_str()),
@@ -690,7 +720,10 @@ impl Context {
     /// one after `cleanup_timeout`; both with a Warning Event saying which
     /// Peers to delete by hand.
     async fn cleanup(&self, mesh: &ClusterMesh) -> Result<Action, Error> {
+        self.fence.check().await?;
         let mesh_ref = ObjectRef::from_obj(mesh);
+        // Nothing the mesh's writers still send may land after the removal.
+        self.writers.stop(&mesh_ref).await;
         let namespace = mesh.namespace().unwrap_or_default();
         let selector = observe::identity(mesh).selector();
         let deleting_for = mesh

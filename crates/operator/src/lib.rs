@@ -18,3 +18,4 @@ pub mod removed;
 pub mod report;
 pub mod run;
 pub mod status;
+pub mod writer;

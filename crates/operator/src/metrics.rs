@@ -68,6 +68,7 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub stage_duration: Family<StageLabels, Histogram, fn() -> Histogram>,
     pub peer_writes: Family<WriteLabels, Counter>,
+    pub peer_write_failures: Family<ClusterLabels, Counter>,
     pub cluster_reachable: Family<ClusterLabels, Gauge>,
     pub cluster_peers: Family<ClusterLabels, Gauge>,
     pub cluster_skipped_nodes: Family<ClusterLabels, Gauge>,
@@ -86,6 +87,7 @@ impl Default for Metrics {
                 pass_histogram,
             );
         let peer_writes = Family::<WriteLabels, Counter>::default();
+        let peer_write_failures = Family::<ClusterLabels, Counter>::default();
         let cluster_reachable = Family::<ClusterLabels, Gauge>::default();
         let cluster_peers = Family::<ClusterLabels, Gauge>::default();
         let cluster_skipped_nodes = Family::<ClusterLabels, Gauge>::default();
@@ -115,6 +117,11 @@ impl Default for Metrics {
             "peer_writes",
             "Peer applies and deletes sent, per target cluster",
             peer_writes.clone(),
+        );
+        registry.register(
+            "peer_write_failures",
+            "Batches of Peer writes that failed, per mesh and target cluster",
+            peer_write_failures.clone(),
         );
         registry.register(
             "cluster_reachable",
@@ -148,6 +155,7 @@ impl Default for Metrics {
             reconcile_duration,
             stage_duration,
             peer_writes,
+            peer_write_failures,
             cluster_reachable,
             cluster_peers,
             cluster_skipped_nodes,

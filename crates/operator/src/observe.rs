@@ -8,7 +8,7 @@ use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::apis::meta::v1::Time};
 use kube::ResourceExt;
 use mesh::{ClusterView, MeshIdentity, NodeView, Observation, ObservedPeer, Unreachable};
 
-use crate::clusters::WatchedCluster;
+use crate::{clusters::WatchedCluster, writer::Outcome};
 
 /// A cluster of a mesh as this pass sees it.
 pub enum Resolved {
@@ -74,14 +74,16 @@ pub fn observation(resolved: &Resolved) -> Observation {
     }
 }
 
-/// When a cluster became unreachable, and when its credentials expire.
+/// When a cluster became unreachable, when its credentials expire, and what
+/// its writer did.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterHealth {
     pub unreachable_since: Option<Time>,
     pub credentials_expire: Option<Time>,
+    pub writes: Outcome,
 }
 
-pub fn health(resolved: &Resolved) -> ClusterHealth {
+pub fn health(resolved: &Resolved, writes: Outcome) -> ClusterHealth {
     match resolved {
         Resolved::Watched {
             cluster,
@@ -89,6 +91,7 @@ pub fn health(resolved: &Resolved) -> ClusterHealth {
         } => ClusterHealth {
             unreachable_since: cluster.health().unreachable_since,
             credentials_expire: credentials_expire.clone(),
+            writes,
         },
         Resolved::Unusable(_) => ClusterHealth::default(),
     }
@@ -120,5 +123,7 @@ fn observed_peer(peer: &Peer) -> ObservedPeer {
         labels: peer.labels().clone(),
         annotations: peer.annotations().clone(),
         spec: peer.spec.clone(),
+        uid: peer.uid(),
+        resource_version: peer.resource_version(),
     }
 }

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 use api::{ClusterMesh, ClusterMeshStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use mesh::{MeshCondition, Plan};
+use mesh::{ConditionType, FailingWrites, MeshCondition, Plan};
 
 use crate::observe::ClusterHealth;
 
@@ -17,13 +17,24 @@ pub fn status(
     mesh: &ClusterMesh,
     plan: &Plan,
     health: &BTreeMap<String, ClusterHealth>,
-    written: &BTreeMap<String, usize>,
     previous: &ClusterMeshStatus,
     now: &Time,
     expiry_warning: Duration,
 ) -> ClusterMeshStatus {
     let generation = mesh.metadata.generation;
-    let mut status = mesh::status(&plan.report);
+    // A cluster that cannot be read is not written either: it is reported
+    // as unreachable, not as failing writes.
+    let failing_writes: FailingWrites = plan
+        .report
+        .clusters
+        .iter()
+        .filter(|c| c.unreachable.is_none())
+        .filter_map(|c| {
+            let why = health.get(&c.name)?.writes.failing.clone()?;
+            Some((c.name.clone(), why))
+        })
+        .collect();
+    let mut status = mesh::status(&plan.report, &failing_writes);
     status.observed_generation = generation;
     for cluster in &mut status.clusters {
         let before = previous.clusters.iter().find(|c| c.name == cluster.name);
@@ -36,17 +47,19 @@ pub fn status(
                 .or(health.unreachable_since)
                 .or_else(|| Some(now.clone()))
         };
-        let synced_now = cluster.reachable
-            && (written.get(&cluster.name).is_some_and(|n| *n > 0)
-                || before.is_none_or(|b| !b.reachable));
-        cluster.last_sync_time = if synced_now {
+        let became_reachable = cluster.reachable && before.is_none_or(|b| !b.reachable);
+        let written = health.writes.last_written.as_ref().map(whole_seconds);
+        cluster.last_sync_time = if became_reachable {
             Some(now.clone())
         } else {
-            before.and_then(|b| b.last_sync_time.clone())
+            [before.and_then(|b| b.last_sync_time.clone()), written]
+                .into_iter()
+                .flatten()
+                .max_by_key(|t| t.0)
         };
         cluster.credentials_expire = health.credentials_expire;
     }
-    let mut conditions = mesh::conditions(&plan.report);
+    let mut conditions = mesh::conditions(&plan.report, &failing_writes);
     // Ready stays last; an expiring token does not make the mesh not Ready.
     let ready_at = conditions.len().saturating_sub(1);
     conditions.insert(
@@ -60,13 +73,13 @@ pub fn status(
             let before = previous
                 .conditions
                 .iter()
-                .find(|c| c.type_ == condition.type_);
+                .find(|c| c.type_ == condition.type_.as_str());
             let since = match before {
                 Some(b) if b.status == value => b.last_transition_time.clone(),
                 _ => now.clone(),
             };
             Condition {
-                type_: condition.type_.to_owned(),
+                type_: condition.type_.to_string(),
                 status: value.to_owned(),
                 reason: condition.reason,
                 message: condition.message,
@@ -76,6 +89,16 @@ pub fn status(
         })
         .collect();
     status
+}
+
+/// Now, in whole seconds: the API keeps whole seconds, and so does the
+/// status, or it would never compare equal to what was read back.
+pub fn now() -> Time {
+    whole_seconds(&Time(Timestamp::now()))
+}
+
+fn whole_seconds(time: &Time) -> Time {
+    Time(Timestamp::from_second(time.0.as_second()).unwrap_or(time.0))
 }
 
 /// `CredentialsExpiring`: True while some cluster's token expires within
@@ -101,7 +124,7 @@ fn credentials_expiring(
         })
         .collect();
     MeshCondition {
-        type_: "CredentialsExpiring",
+        type_: ConditionType::CredentialsExpiring,
         status: !expiring.is_empty(),
         reason: if expiring.is_empty() {
             "CredentialsValid".into()

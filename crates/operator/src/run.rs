@@ -10,6 +10,7 @@ use crate::{
     client,
     controller::{self, Settings},
     kubeconfig::KubeconfigPolicy,
+    leader::{self, Fence, LeaseSettings},
     metrics::{self, Metrics, Readiness},
     rate_limit::Limits,
 };
@@ -38,6 +39,11 @@ pub struct RunArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "kilo-clustermesh-operator")]
     pub leader_election_lease: String,
+
+    /// How long the Lease holds without a renewal: a standby takes over this
+    /// long after the leader stops (renewals come every two thirds of it).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_election_lease_duration: Duration,
 
     /// persistentKeepalive (seconds) of Peers whose node has no
     /// `kilo.squat.ai/persistent-keepalive` annotation; 0 disables it.
@@ -134,20 +140,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         cleanup_timeout: args.cleanup_timeout,
         credentials_expiry_warning: args.credentials_expiry_warning,
     };
-    let run_controller = controller::run(client.clone(), settings, metrics, readiness);
     if !args.leader_election {
-        return run_controller.await;
+        return controller::run(client, settings, Fence::open(), metrics, readiness).await;
     }
-    let namespace = args
-        .leader_election_namespace
-        .as_deref()
-        .unwrap_or("default");
-    crate::leader::while_leader(
-        client,
-        namespace,
-        &args.leader_election_lease,
-        run_controller,
-    )
+    let lease = LeaseSettings {
+        namespace: args
+            .leader_election_namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
+        name: args.leader_election_lease.clone(),
+        identity: client::identity(),
+        duration: args.leader_election_lease_duration,
+    };
+    leader::while_leader(client.clone(), lease, |fence| {
+        controller::run(client, settings, fence, metrics, readiness)
+    })
     .await
 }
 

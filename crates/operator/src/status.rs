@@ -17,9 +17,7 @@ use kube::{
     api::ListParams,
     config::{KubeConfigOptions, Kubeconfig},
 };
-
-/// Conditions that are about a problem (Ready aside) and never block Ready.
-const WARNINGS: [&str; 2] = ["NodesSkipped", "CredentialsExpiring"];
+use mesh::ConditionType;
 
 /// Flags of `kilo-clustermesh-operator status`.
 #[derive(Args, Debug, Clone)]
@@ -98,9 +96,10 @@ pub fn assess(mesh: &ClusterMesh) -> Assessment {
     let true_conditions = status
         .conditions
         .iter()
-        .filter(|c| c.type_ != "Ready" && c.status == "True");
-    let (warnings, problems): (Vec<_>, Vec<_>) =
-        true_conditions.partition(|c| WARNINGS.contains(&c.type_.as_str()));
+        .filter(|c| c.type_ != ConditionType::Ready.as_str() && c.status == "True");
+    // A type this version does not know counts as a problem.
+    let (warnings, problems): (Vec<_>, Vec<_>) = true_conditions
+        .partition(|c| ConditionType::parse(&c.type_).is_some_and(|type_| !type_.blocks_ready()));
     let describe = |c: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition| {
         format!("{}: {}", c.type_, c.message)
     };
@@ -109,7 +108,7 @@ pub fn assess(mesh: &ClusterMesh) -> Assessment {
     let ready = status
         .conditions
         .iter()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.type_ == ConditionType::Ready.as_str())
         .filter(|c| c.status == "True")
         .is_some();
     if status.observed_generation.is_none() || status.observed_generation < generation {

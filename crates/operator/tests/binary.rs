@@ -6,26 +6,21 @@
 
 mod common;
 
-use std::{net::TcpListener, time::Duration};
+use std::{
+    net::TcpListener,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use common::*;
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::{api::coordination::v1::Lease, jiff::Timestamp};
 use kube::Api;
-use testkit::http_get;
+use testkit::{ControlPlane, http_get};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_elects_a_leader_serves_metrics_and_meshes_two_clusters() {
-    let planes = two_cluster_mesh().await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("hub.kubeconfig");
-    std::fs::write(&kubeconfig, planes[0].admin_kubeconfig()).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_kilo-clustermesh-operator"))
+/// Starts `kilo-clustermesh-operator run` as the pod `name` would, with
+/// leader election in the mesh's namespace.
+fn replica(kubeconfig: &Path, name: &str, port: u16, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kilo-clustermesh-operator"))
         .args([
             "run",
             "--namespace",
@@ -39,11 +34,61 @@ async fn the_binary_elects_a_leader_serves_metrics_and_meshes_two_clusters() {
             "--log-format",
             "json",
         ])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAME", "operator-0")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("POD_NAME", name)
         .kill_on_drop(true)
         .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends `signal` (STOP, CONT, KILL) to a replica.
+fn signal(replica: &tokio::process::Child, signal: &str) {
+    let pid = replica.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
         .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// The holder of the leader-election Lease.
+async fn lease_holder(hub: &ControlPlane) -> Option<String> {
+    Api::<Lease>::namespaced(admin(hub), NAMESPACE)
+        .get_opt("kilo-clustermesh-operator")
+        .await
+        .unwrap()
+        .and_then(|lease| lease.spec)
+        .and_then(|spec| spec.holder_identity)
+}
+
+/// The writes replica `name` sent to any of `planes` at or after `since`.
+fn writes_of(planes: &[ControlPlane], name: &str, since: Timestamp) -> Vec<testkit::AuditedWrite> {
+    let agent = format!("({name})");
+    planes
+        .iter()
+        .flat_map(|plane| plane.audited_writes().unwrap())
+        .filter(|write| write.user_agent.ends_with(&agent) && write.received >= since)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_elects_a_leader_serves_metrics_and_meshes_two_clusters() {
+    let planes = two_cluster_mesh().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("hub.kubeconfig");
+    std::fs::write(&kubeconfig, planes[0].admin_kubeconfig()).unwrap();
+    let port = free_port();
+    let _operator = replica(&kubeconfig, "operator-0", port, &[]);
 
     let converge = Duration::from_secs(30);
     eventually("a.node-0 on b and b.node-0 on a", converge, || async {
@@ -86,4 +131,77 @@ async fn the_binary_elects_a_leader_serves_metrics_and_meshes_two_clusters() {
             "{sample} missing from:\n{metrics}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_hand_over_and_a_deposed_leader_writes_nothing() {
+    let planes = two_cluster_mesh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("hub.kubeconfig");
+    std::fs::write(&kubeconfig, planes[0].admin_kubeconfig()).unwrap();
+    let lease = ["--leader-election-lease-duration", "4s"];
+    let converge = Duration::from_secs(30);
+
+    let mut first = replica(&kubeconfig, "replica-0", free_port(), &lease);
+    eventually("replica-0 leads and meshes", converge, || async {
+        lease_holder(&planes[0]).await.as_deref() == Some("replica-0")
+            && peer_names(&planes[1]).await == ["a.node-0"]
+    })
+    .await;
+    let second = replica(&kubeconfig, "replica-1", free_port(), &lease);
+
+    // The leader frozen past its Lease: the standby takes over.
+    signal(&first, "STOP");
+    let frozen = Instant::now();
+    eventually("replica-1 took the Lease", converge, || async {
+        lease_holder(&planes[0]).await.as_deref() == Some("replica-1")
+    })
+    .await;
+    eprintln!(
+        "figure: standby took over {:.1} s after the leader froze",
+        frozen.elapsed().as_secs_f64()
+    );
+    // A change the frozen leader's watches hold for it: it would write.
+    create_node(&planes[1], &kilo_node(2, 1)).await;
+    eventually("the new leader wrote b.node-1 on a", converge, || async {
+        peer_names(&planes[0]).await == ["b.node-0", "b.node-1"]
+    })
+    .await;
+
+    let resumed = Timestamp::now();
+    signal(&first, "CONT");
+    let exited = tokio::time::timeout(converge, first.wait()).await;
+    assert!(
+        exited.is_ok_and(|status| status.is_ok_and(|s| !s.success())),
+        "the deposed leader exits with an error"
+    );
+    let deposed_writes = writes_of(&planes, "replica-0", resumed);
+    assert!(
+        deposed_writes.is_empty(),
+        "the deposed leader wrote after it resumed: {deposed_writes:?}"
+    );
+    assert!(
+        !writes_of(&planes, "replica-1", resumed - Duration::from_secs(60)).is_empty(),
+        "the audit log tells the replicas apart"
+    );
+
+    // The leader killed: a new standby takes over and writes.
+    let _third = replica(&kubeconfig, "replica-2", free_port(), &lease);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed_at = Timestamp::now();
+    signal(&second, "KILL");
+    create_node(&planes[1], &kilo_node(2, 2)).await;
+    eventually("the next leader wrote b.node-2 on a", converge, || async {
+        peer_names(&planes[0]).await == ["b.node-0", "b.node-1", "b.node-2"]
+    })
+    .await;
+    let first_write = writes_of(&planes, "replica-2", killed_at)
+        .into_iter()
+        .map(|write| write.received)
+        .min()
+        .unwrap();
+    eprintln!(
+        "figure: first write of the new leader {:.1} s after the leader was killed (Lease 4 s)",
+        first_write.duration_since(killed_at).as_secs_f64()
+    );
 }

@@ -112,6 +112,89 @@ async fn a_blackholed_remote_is_reported_and_the_others_converge_without_it() {
     );
 }
 
+/// Whether the status still calls cluster `name` reachable.
+async fn still_reachable(hub: &ControlPlane, name: &str) -> bool {
+    let status = mesh_status(hub, "mesh").await;
+    status
+        .clusters
+        .iter()
+        .any(|c| c.name == name && c.reachable)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_remote_holds_up_only_its_own_writes() {
+    let (planes, proxy, _operator) = mesh_with_b_behind_a_proxy().await;
+    // Not yet detected: every write to b hangs until its request times out.
+    proxy.set(Fault::Blackhole);
+    let mut on_a = vec!["b.node-0".to_owned(), "c.node-0".to_owned()];
+    for i in 1..=2 {
+        let added = Instant::now();
+        create_node(&planes[2], &kilo_node(3, i)).await;
+        on_a.push(format!("c.node-{i}"));
+        eventually(&format!("c.node-{i} on a"), CONVERGE, || async {
+            peer_names(&planes[0]).await == on_a
+        })
+        .await;
+        eprintln!(
+            "figure: node {i} added on c reached a in {:.2} s while b hangs",
+            added.elapsed().as_secs_f64()
+        );
+    }
+    // Both passes ended without waiting for b: they were done before the
+    // probe found b unreachable, so nothing relied on detecting it.
+    assert!(
+        still_reachable(&planes[0], "b").await,
+        "c's nodes reached a only after b was detected"
+    );
+
+    proxy.set(Fault::Pass);
+    eventually("c's new nodes on b", CONVERGE, || async {
+        peer_names(&planes[1]).await == ["a.node-0", "c.node-0", "c.node-1", "c.node-2"]
+    })
+    .await;
+    eventually("the mesh Ready", CONVERGE, || async {
+        condition(&mesh_status(&planes[0], "mesh").await, "Ready")
+            .is_some_and(|c| c.status == "True")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_remote_is_written_late_and_slows_no_other() {
+    let (planes, proxy, _operator) = mesh_with_b_behind_a_proxy().await;
+    // Every chunk each way 1 s late: requests take seconds, within the
+    // probe's and the requests' timeouts.
+    proxy.set(Fault::Delay(Duration::from_secs(1)));
+    let added = Instant::now();
+    create_node(&planes[2], &kilo_node(3, 1)).await;
+    eventually("c.node-1 on a", CONVERGE, || async {
+        peer_names(&planes[0]).await == ["b.node-0", "c.node-0", "c.node-1"]
+    })
+    .await;
+    eprintln!(
+        "figure: node added on c reached a in {:.2} s while b is slow",
+        added.elapsed().as_secs_f64()
+    );
+    eventually("c.node-1 on the slow b", CONVERGE, || async {
+        peer_names(&planes[1]).await == ["a.node-0", "c.node-0", "c.node-1"]
+    })
+    .await;
+    eprintln!(
+        "figure: and reached the slow b in {:.2} s",
+        added.elapsed().as_secs_f64()
+    );
+    let status = mesh_status(&planes[0], "mesh").await;
+    assert!(
+        status.clusters.iter().all(|c| c.reachable),
+        "a slow cluster is not unreachable: {:?}",
+        status.clusters
+    );
+    assert!(
+        condition(&status, "Ready").is_some_and(|c| c.status == "True"),
+        "still Ready"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_is_credentials_invalid_while_old_watches_stream() {
     use k8s_openapi::api::core::v1::ServiceAccount;

@@ -29,6 +29,37 @@ use crate::{
     tools,
 };
 
+/// The API server's audit log, in the control plane's directory.
+const AUDIT_LOG: &str = "audit.log";
+
+/// What the audit log keeps: the writes of Peers and ClusterMeshes, so a
+/// test can tell which client wrote what and when.
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+    resources:
+      - group: kilo.squat.ai
+        resources: [peers, clustermeshes, clustermeshes/status]
+  - level: None
+"#;
+
+/// One write, as an API server's audit log records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditedWrite {
+    pub verb: String,
+    /// `peers` or `clustermeshes`.
+    pub resource: String,
+    pub name: String,
+    /// Who sent it: the operator's names its replica.
+    pub user_agent: String,
+    pub received: k8s_openapi::jiff::Timestamp,
+    /// The answer's HTTP status.
+    pub code: u64,
+}
+
 /// How many sets of free ports a control plane tries before giving up.
 const PORT_ATTEMPTS: u32 = 4;
 
@@ -132,6 +163,7 @@ impl ControlPlane {
         let serving_key = file("apiserver.key", &pki.serving_key)?;
         let sa_key = file("service-account.key", &pki.service_account_key)?;
         let sa_public_key = file("service-account.pub", &pki.service_account_public_key)?;
+        let audit_policy = file("audit-policy.yaml", AUDIT_POLICY)?;
 
         let [client_port, peer_port, port] = free_ports()?;
         let etcd_url = format!("http://127.0.0.1:{client_port}");
@@ -170,6 +202,8 @@ impl ControlPlane {
             // Nothing here needs the Endpoints of the kubernetes Service.
             "--endpoint-reconciler-type=none".to_owned(),
             "--enable-priority-and-fairness=false".to_owned(),
+            format!("--audit-policy-file={audit_policy}"),
+            format!("--audit-log-path={}", dir.path().join(AUDIT_LOG).display()),
         ];
         let apiserver = Process::spawn(
             "kube-apiserver",
@@ -343,6 +377,31 @@ impl ControlPlane {
             self.dir.path().join("etcd.log"),
         )?;
         self.wait_ready().await
+    }
+
+    /// Every write to a Peer or a ClusterMesh (its status included) that
+    /// this API server answered, oldest first, from its audit log.
+    pub fn audited_writes(&self) -> Result<Vec<AuditedWrite>, Error> {
+        let log = std::fs::read_to_string(self.dir.path().join(AUDIT_LOG))?;
+        Ok(log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event["stage"] == "ResponseComplete")
+            .map(|event| {
+                let text =
+                    |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+                AuditedWrite {
+                    verb: text(&event["verb"]),
+                    resource: text(&event["objectRef"]["resource"]),
+                    name: text(&event["objectRef"]["name"]),
+                    user_agent: text(&event["userAgent"]),
+                    received: text(&event["requestReceivedTimestamp"])
+                        .parse()
+                        .unwrap_or_default(),
+                    code: event["responseStatus"]["code"].as_u64().unwrap_or_default(),
+                }
+            })
+            .collect())
     }
 
     /// The recent logs of both processes.

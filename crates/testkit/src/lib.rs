@@ -28,7 +28,7 @@ mod pki;
 mod process;
 mod tools;
 
-pub use control_plane::{ControlPlane, Error, client_from_yaml};
+pub use control_plane::{AuditedWrite, ControlPlane, Error, client_from_yaml};
 pub use fault_proxy::{Fault, FaultProxy};
 pub use http::{http_get, metric_sum};
 pub use kubeconfig::merged as merged_kubeconfig;

@@ -22,6 +22,7 @@ use kilo_clustermesh_operator::{
     connect,
     controller::{self, Settings},
     kubeconfig::KubeconfigPolicy,
+    leader::Fence,
     metrics::{Metrics, Readiness},
     rate_limit::Limits,
 };
@@ -212,6 +213,7 @@ pub fn start_operator(hub: &ControlPlane) -> Operator {
     let task = tokio::spawn(controller::run(
         hub.admin_client(),
         settings,
+        Fence::open(),
         metrics.clone(),
         Readiness::default(),
     ));

@@ -1,0 +1,372 @@
+//! Apply, per cluster: the Peer writes of each mesh on each cluster go
+//! through a worker of their own, so a hung or slow cluster delays only its
+//! own writes while every other cluster converges as if it were healthy.
+//!
+//! A pass hands each cluster its writes and goes on without waiting. A
+//! worker sends one batch at a time, after the [`Fence`] says this replica
+//! still leads. A batch handed over while another one is being sent was
+//! planned from caches that the batch in flight is changing: it is not
+//! sent; the mesh is planned again once the flight ends. A failed batch is
+//! not resent either: the mesh is planned again after a backoff (1 s,
+//! doubling up to 30 s), from what the cluster holds by then.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use api::ClusterMesh;
+use futures::FutureExt;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{Client, runtime::reflector::ObjectRef};
+use mesh::ClusterWrites;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+use crate::{
+    apply,
+    clusters::{ClusterSource, WatchedCluster},
+    leader::Fence,
+    metrics::{ClusterLabels, Metrics, WriteLabels},
+};
+
+/// First wait after a failed batch; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the writes of one mesh on one cluster came to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outcome {
+    /// When a batch was last sent in full.
+    pub last_written: Option<Time>,
+    /// Why the last batch failed, until one succeeds.
+    pub failing: Option<String>,
+}
+
+/// Every worker, one per mesh, cluster entry and credentials.
+pub struct Writers {
+    workers: Mutex<HashMap<WorkerKey, Worker>>,
+    /// Stopped workers whose batch in flight may not have ended yet.
+    stopping: Mutex<Vec<(WorkerKey, JoinHandle<()>)>>,
+    /// Removals of a mesh's Peers from clusters that left it.
+    purges: Mutex<HashMap<(ObjectRef<ClusterMesh>, String), Purge>>,
+    trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>,
+    metrics: Arc<Metrics>,
+    fence: Fence,
+    concurrency: usize,
+}
+
+/// The removal of a mesh's Peers from a cluster that left it: how many
+/// were removed, or why it failed.
+type Purge = JoinHandle<Result<usize, String>>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct WorkerKey {
+    mesh: ObjectRef<ClusterMesh>,
+    cluster: String,
+    source: ClusterSource,
+}
+
+struct Worker {
+    batches: watch::Sender<Option<Arc<ClusterWrites>>>,
+    outcome: Arc<Mutex<Outcome>>,
+    task: JoinHandle<()>,
+}
+
+impl Writers {
+    /// Workers that ask for a pass of their mesh through `trigger`, and send
+    /// at most `concurrency` requests at a time each.
+    pub fn new(
+        trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>,
+        metrics: Arc<Metrics>,
+        fence: Fence,
+        concurrency: usize,
+    ) -> Self {
+        Self {
+            workers: Mutex::default(),
+            stopping: Mutex::default(),
+            purges: Mutex::default(),
+            trigger,
+            metrics,
+            fence,
+            concurrency,
+        }
+    }
+
+    /// Hands `writes` to the worker of `mesh` on `cluster`, started if new.
+    /// Returns at once.
+    pub fn submit(
+        &self,
+        mesh: &ObjectRef<ClusterMesh>,
+        cluster: &str,
+        watched: &WatchedCluster,
+        writes: ClusterWrites,
+    ) {
+        let key = WorkerKey {
+            mesh: mesh.clone(),
+            cluster: cluster.to_owned(),
+            source: watched.source.clone(),
+        };
+        let mut workers = lock(&self.workers);
+        let worker = workers
+            .entry(key)
+            .or_insert_with_key(|key| self.start(key, watched.client.clone()));
+        worker.batches.send_replace(Some(Arc::new(writes)));
+    }
+
+    /// The outcome so far of the writes of `mesh` on `cluster` through the
+    /// credentials `source`.
+    pub fn outcome(
+        &self,
+        mesh: &ObjectRef<ClusterMesh>,
+        cluster: &str,
+        source: &ClusterSource,
+    ) -> Outcome {
+        let key = WorkerKey {
+            mesh: mesh.clone(),
+            cluster: cluster.to_owned(),
+            source: source.clone(),
+        };
+        lock(&self.workers)
+            .get(&key)
+            .map(|worker| lock(&worker.outcome).clone())
+            .unwrap_or_default()
+    }
+
+    /// Stops the workers of `mesh` that `keep` does not name (a cluster left
+    /// the mesh, or its credentials changed). Each ends after its batch in
+    /// flight, without making the caller wait: [`Writers::settled`] tells
+    /// when it has.
+    pub fn retain(
+        &self,
+        mesh: &ObjectRef<ClusterMesh>,
+        keep: impl Fn(&str, &ClusterSource) -> bool,
+    ) {
+        let stopped = self.remove(mesh, keep);
+        let mut stopping = lock(&self.stopping);
+        stopping.retain(|(_, task)| !task.is_finished());
+        stopping.extend(
+            stopped
+                .into_iter()
+                .map(|(key, worker)| (key, worker.stop())),
+        );
+    }
+
+    /// True once no stopped worker of `mesh` on `cluster` can still write.
+    pub fn settled(&self, mesh: &ObjectRef<ClusterMesh>, cluster: &str) -> bool {
+        lock(&self.stopping)
+            .iter()
+            .all(|(key, task)| task.is_finished() || &key.mesh != mesh || key.cluster != cluster)
+    }
+
+    /// Stops every worker of `mesh` and waits for their batches in flight,
+    /// so nothing this mesh wrote lands after it returns.
+    pub async fn stop(&self, mesh: &ObjectRef<ClusterMesh>) {
+        let mut tasks: Vec<JoinHandle<()>> = self
+            .remove(mesh, |_, _| false)
+            .into_iter()
+            .map(|(_, worker)| worker.stop())
+            .collect();
+        {
+            let mut stopping = lock(&self.stopping);
+            let (theirs, others) = std::mem::take(&mut *stopping)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(key, _)| &key.mesh == mesh);
+            *stopping = others;
+            tasks.extend(theirs.into_iter().map(|(_, task)| task));
+        }
+        futures::future::join_all(tasks).await;
+    }
+
+    /// Removes every Peer carrying `selector` (the mesh's label) from
+    /// `cluster`, which left the mesh, in the background, once its stopped
+    /// worker has settled. `None` while that runs (the mesh is planned again
+    /// when it ends); then how many Peers were removed, or why it failed.
+    pub fn purge(
+        &self,
+        mesh: &ObjectRef<ClusterMesh>,
+        cluster: &str,
+        client: Client,
+        selector: String,
+    ) -> Option<Result<usize, String>> {
+        if !self.settled(mesh, cluster) {
+            return None;
+        }
+        let key = (mesh.clone(), cluster.to_owned());
+        let mut purges = lock(&self.purges);
+        if let Some(task) = purges.get(&key) {
+            if !task.is_finished() {
+                return None;
+            }
+            let task = purges.remove(&key)?;
+            return Some(
+                task.now_or_never()?
+                    .unwrap_or_else(|error| Err(format!("the removal stopped: {error}"))),
+            );
+        }
+        let (mesh, cluster, trigger) = (mesh.clone(), cluster.to_owned(), self.trigger.clone());
+        let concurrency = self.concurrency;
+        let fence = self.fence.clone();
+        let task = tokio::spawn(async move {
+            let result = match fence.check().await {
+                Ok(()) => apply::delete_labelled_peers(&client, &cluster, &selector, concurrency)
+                    .await
+                    .map_err(|error| error.to_string()),
+                Err(fenced) => Err(fenced.to_string()),
+            };
+            let _ = trigger.send(mesh);
+            result
+        });
+        purges.insert(key, task);
+        None
+    }
+
+    fn remove(
+        &self,
+        mesh: &ObjectRef<ClusterMesh>,
+        keep: impl Fn(&str, &ClusterSource) -> bool,
+    ) -> Vec<(WorkerKey, Worker)> {
+        let mut workers = lock(&self.workers);
+        let stopped: Vec<WorkerKey> = workers
+            .keys()
+            .filter(|key| &key.mesh == mesh && !keep(&key.cluster, &key.source))
+            .cloned()
+            .collect();
+        stopped
+            .into_iter()
+            .filter_map(|key| workers.remove(&key).map(|worker| (key, worker)))
+            .collect()
+    }
+
+    fn start(&self, key: &WorkerKey, client: Client) -> Worker {
+        let (batches, receiver) = watch::channel(None);
+        let outcome = Arc::new(Mutex::new(Outcome::default()));
+        let sender = Sender {
+            key: key.clone(),
+            client,
+            outcome: outcome.clone(),
+            trigger: self.trigger.clone(),
+            metrics: self.metrics.clone(),
+            fence: self.fence.clone(),
+            concurrency: self.concurrency,
+        };
+        Worker {
+            batches,
+            outcome,
+            task: tokio::spawn(sender.work(receiver)),
+        }
+    }
+}
+
+impl Worker {
+    /// Lets the batch in flight end, then stops the worker: dropping the
+    /// sender ends its loop. Returns its task.
+    fn stop(self) -> JoinHandle<()> {
+        drop(self.batches);
+        self.task
+    }
+}
+
+/// The loop behind one worker.
+struct Sender {
+    key: WorkerKey,
+    client: Client,
+    outcome: Arc<Mutex<Outcome>>,
+    trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>,
+    metrics: Arc<Metrics>,
+    fence: Fence,
+    concurrency: usize,
+}
+
+impl Sender {
+    async fn work(self, mut batches: watch::Receiver<Option<Arc<ClusterWrites>>>) {
+        let mut backoff = FIRST_BACKOFF;
+        while batches.changed().await.is_ok() {
+            let Some(writes) = batches.borrow_and_update().clone() else {
+                continue;
+            };
+            let result = self.send(&writes).await;
+            // Planned while this batch was in flight: plan again instead.
+            let stale = batches.has_changed().unwrap_or(false);
+            batches.mark_unchanged();
+            match result {
+                Ok(()) => {
+                    let recovered = {
+                        let mut outcome = lock(&self.outcome);
+                        outcome.last_written = Some(Time(Timestamp::now()));
+                        outcome.failing.take().is_some()
+                    };
+                    backoff = FIRST_BACKOFF;
+                    if stale || recovered {
+                        self.replan();
+                    }
+                }
+                Err(why) => {
+                    tracing::warn!(mesh = %self.key.mesh, cluster = %self.key.cluster, %why, "Peer writes failed; retrying in {} s", backoff.as_secs());
+                    lock(&self.outcome).failing = Some(why);
+                    self.metrics
+                        .peer_write_failures
+                        .get_or_create(&ClusterLabels {
+                            mesh: self.key.mesh.to_string(),
+                            cluster: self.key.cluster.clone(),
+                        })
+                        .inc();
+                    // Now, so the status says so; again after the backoff, to retry.
+                    self.replan();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    batches.mark_unchanged();
+                    self.replan();
+                }
+            }
+        }
+    }
+
+    /// Sends one batch, if this replica still leads.
+    async fn send(&self, writes: &ClusterWrites) -> Result<(), String> {
+        self.fence
+            .check()
+            .await
+            .map_err(|fenced| fenced.to_string())?;
+        let cluster = &self.key.cluster;
+        for (op, n) in [
+            ("apply", writes.apply.len()),
+            ("delete", writes.delete.len()),
+        ] {
+            let labels = WriteLabels {
+                cluster: cluster.clone(),
+                op,
+            };
+            self.metrics
+                .peer_writes
+                .get_or_create(&labels)
+                .inc_by(n as u64);
+        }
+        apply::write_peers(
+            &self.client,
+            cluster,
+            &writes.apply,
+            &writes.delete,
+            self.concurrency,
+        )
+        .await
+        .map(drop)
+        .map_err(|error| error.to_string())
+    }
+
+    /// Asks for a pass of the mesh.
+    fn replan(&self) {
+        // The receiver lives as long as the controller; a send after it
+        // stopped has nobody to tell.
+        let _ = self.trigger.send(self.key.mesh.clone());
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
