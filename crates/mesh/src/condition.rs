@@ -15,12 +15,13 @@ pub enum ConditionType {
     PeerConflict,
     NodesSkipped,
     CredentialsExpiring,
+    CleanupPending,
     Ready,
 }
 
 impl ConditionType {
     /// Every type, in the order the status lists them.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::InvalidSpec,
         Self::CredentialsInvalid,
         Self::ClustersUnreachable,
@@ -29,6 +30,7 @@ impl ConditionType {
         Self::PeerConflict,
         Self::NodesSkipped,
         Self::CredentialsExpiring,
+        Self::CleanupPending,
         Self::Ready,
     ];
 
@@ -42,6 +44,7 @@ impl ConditionType {
             Self::PeerConflict => "PeerConflict",
             Self::NodesSkipped => "NodesSkipped",
             Self::CredentialsExpiring => "CredentialsExpiring",
+            Self::CleanupPending => "CleanupPending",
             Self::Ready => "Ready",
         }
     }
@@ -56,7 +59,7 @@ impl ConditionType {
     pub const fn blocks_ready(self) -> bool {
         !matches!(
             self,
-            Self::NodesSkipped | Self::CredentialsExpiring | Self::Ready
+            Self::NodesSkipped | Self::CredentialsExpiring | Self::CleanupPending | Self::Ready
         )
     }
 
@@ -65,7 +68,11 @@ impl ConditionType {
     pub const fn told_as_event(self) -> bool {
         matches!(
             self,
-            Self::InvalidSpec | Self::CIDRConflict | Self::PeerConflict | Self::CredentialsExpiring
+            Self::InvalidSpec
+                | Self::CIDRConflict
+                | Self::PeerConflict
+                | Self::CredentialsExpiring
+                | Self::CleanupPending
         )
     }
 }

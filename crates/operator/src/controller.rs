@@ -39,7 +39,7 @@ use crate::{
     observe::{self, Resolved},
     rate_limit::Limits,
     removed, report,
-    writer::Writers,
+    writer::{Purge, Writers},
 };
 
 /// How soon a pass that found a cluster still listing is retried.
@@ -310,15 +310,17 @@ impl Context {
         let stage = self.metrics.stage_done("plan", stage);
         self.apply(&mesh_ref, &observed, &plan.writes);
         let stage = self.metrics.stage_done("apply", stage);
+        let cleaning = self.clean_removed_clusters(mesh, &mesh_ref).await?;
         let status = self
-            .report(mesh, &mesh_ref, &observed, &plan, &labels)
+            .report(mesh, &mesh_ref, &observed, &plan, &cleaning, &labels)
             .await?;
         self.metrics.stage_done("report", stage);
-        let cleaning_removed = self.clean_removed_clusters(mesh, &mesh_ref).await?;
         self.metrics
             .reconcile_duration
             .observe(started.elapsed().as_secs_f64());
-        Ok(Action::requeue(self.next_pass(&status, cleaning_removed)))
+        Ok(Action::requeue(
+            self.next_pass(&status, !cleaning.is_empty()),
+        ))
     }
 
     /// Observe: resolves every entry to its watched cluster (started if new),
@@ -501,36 +503,39 @@ impl Context {
 
     /// Removes this mesh's Peers from the clusters removed from its spec
     /// (`removed.rs`), in the background, and remembers the clusters of the
-    /// spec. Returns whether a removed cluster is still to be cleaned.
+    /// spec. Returns the removed clusters still to be cleaned.
     async fn clean_removed_clusters(
         &self,
         mesh: &ClusterMesh,
         mesh_ref: &ObjectRef<ClusterMesh>,
-    ) -> Result<bool, Error> {
+    ) -> Result<Vec<removed::Pending>, Error> {
         let namespace = mesh.namespace().unwrap_or_default();
         let now = Timestamp::now().as_second();
         let (current, pending) = removed::bookkeeping(&mesh.spec.clusters, mesh.annotations(), now);
         let selector = observe::identity(mesh).selector();
         let mut still_pending = Vec::new();
+        let mut reported = Vec::new();
         for removed in pending {
-            let name = &removed.cluster.name;
-            let outcome = match self
+            let name = removed.cluster.name.clone();
+            let purge = match self
                 .entry_client(&removed.cluster.entry(), &namespace)
                 .await
             {
-                Ok(client) => self.writers.purge(mesh_ref, name, client, selector.clone()),
-                Err(why) => Some(Err(why)),
+                Ok(client) => self
+                    .writers
+                    .purge(mesh_ref, &name, client, selector.clone()),
+                Err(why) => Purge::Failed(why),
             };
             let waited = Duration::from_secs(u64::try_from(now - removed.since).unwrap_or(0));
-            let (type_, reason, note) = match outcome {
-                Some(Ok(count)) => (
+            let (type_, reason, note) = match purge {
+                Purge::Done(count) => (
                     EventType::Normal,
                     "RemovedClusterCleaned",
                     format!(
                         "cluster {name} left the mesh: its {count} Peers of this mesh there were removed"
                     ),
                 ),
-                Some(Err(why)) if waited >= self.settings.cleanup_timeout => (
+                Purge::Failed(why) if waited >= self.settings.cleanup_timeout => (
                     EventType::Warning,
                     "CleanupGivenUp",
                     format!(
@@ -538,12 +543,25 @@ impl Context {
                          ({why}); delete them there with `kubectl delete peers -l {selector}`"
                     ),
                 ),
-                Some(Err(why)) => {
+                Purge::Failed(why)
+                | Purge::Running {
+                    last_failure: Some(why),
+                } => {
                     tracing::warn!(cluster = %name, %why, "cleaning a removed cluster failed; will retry");
+                    reported.push(removed::Pending {
+                        name,
+                        since: removed.since,
+                        why: Some(why),
+                    });
                     still_pending.push(removed);
                     continue;
                 }
-                None => {
+                Purge::Running { last_failure: None } => {
+                    reported.push(removed::Pending {
+                        name,
+                        since: removed.since,
+                        why: None,
+                    });
                     still_pending.push(removed);
                     continue;
                 }
@@ -569,7 +587,7 @@ impl Context {
                     source,
                 })?;
         }
-        Ok(!still_pending.is_empty())
+        Ok(reported)
     }
 
     /// Publishes an Event about `mesh`; a failure is only logged.
@@ -601,6 +619,7 @@ impl Context {
         mesh_ref: &ObjectRef<ClusterMesh>,
         observed: &Observed,
         plan: &mesh::Plan,
+        cleaning: &[removed::Pending],
         labels: &MeshLabels,
     ) -> Result<ClusterMeshStatus, Error> {
         self.metrics
@@ -625,6 +644,7 @@ impl Context {
             mesh,
             plan,
             &health,
+            removed::condition(cleaning, self.settings.cleanup_timeout),
             &previous,
             &report::now(),
             self.settings.credentials_expiry_warning,

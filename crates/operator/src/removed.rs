@@ -7,9 +7,11 @@
 //! ClusterMesh, and the removed ones, with when they were removed, in
 //! another, until their cleanup is done or given up.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use api::{ClusterEntry, SecretKeyRef};
+use k8s_openapi::jiff::Timestamp;
+use mesh::{ConditionType, MeshCondition};
 use serde::{Deserialize, Serialize};
 
 /// The clusters of the spec at the last pass (JSON list of [`Remembered`]).
@@ -106,6 +108,54 @@ pub fn annotations(
     ])
 }
 
+/// A removed cluster whose cleanup has not succeeded yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub name: String,
+    /// Unix seconds of the pass that found it removed.
+    pub since: i64,
+    /// Why the last attempt failed, if one did.
+    pub why: Option<String>,
+}
+
+/// `CleanupPending`: True while the Peers of this mesh on a removed cluster
+/// are still there. A warning: the clusters that stay are meshed. The
+/// message changes only when an attempt fails differently, not as the
+/// clock runs.
+pub fn condition(pending: &[Pending], timeout: Duration) -> MeshCondition {
+    let at = |seconds: i64| {
+        Timestamp::from_second(seconds).map_or_else(|_| seconds.to_string(), |t| t.to_string())
+    };
+    let timeout = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
+    let items: Vec<String> = pending
+        .iter()
+        .map(|p| {
+            let why = p
+                .why
+                .as_ref()
+                .map(|why| format!(" (last attempt: {why})"))
+                .unwrap_or_default();
+            format!(
+                "cluster {} left the mesh at {}; this mesh's Peers there are not removed yet{why}; \
+                 retried until {}, then given up with a CleanupGivenUp Event",
+                p.name,
+                at(p.since),
+                at(p.since.saturating_add(timeout))
+            )
+        })
+        .collect();
+    MeshCondition {
+        type_: ConditionType::CleanupPending,
+        status: !items.is_empty(),
+        reason: if items.is_empty() {
+            "NoCleanupPending".into()
+        } else {
+            "CleanupPending".into()
+        },
+        message: items.join("; "),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use api::fixtures::cluster_entry as entry;
@@ -153,5 +203,24 @@ mod tests {
         let (current, pending) = bookkeeping(&[entry("a", 1, true)], &annotations, 1);
         assert_eq!(current.len(), 1);
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_pending_cleanup_says_since_when_why_and_until_when() {
+        let pending = [Pending {
+            name: "c".into(),
+            since: 1_700_000_000,
+            why: Some("the API server did not answer within 10 s".into()),
+        }];
+        let condition = condition(&pending, Duration::from_secs(600));
+        assert!(condition.status);
+        assert_eq!(condition.type_, ConditionType::CleanupPending);
+        assert_eq!(
+            condition.message,
+            "cluster c left the mesh at 2023-11-14T22:13:20Z; this mesh's Peers there are not \
+             removed yet (last attempt: the API server did not answer within 10 s); retried until \
+             2023-11-14T22:23:20Z, then given up with a CleanupGivenUp Event"
+        );
+        assert!(!super::condition(&[], Duration::from_secs(600)).status);
     }
 }

@@ -17,6 +17,7 @@ pub fn status(
     mesh: &ClusterMesh,
     plan: &Plan,
     health: &BTreeMap<String, ClusterHealth>,
+    cleanup: MeshCondition,
     previous: &ClusterMeshStatus,
     now: &Time,
     expiry_warning: Duration,
@@ -60,11 +61,14 @@ pub fn status(
         cluster.credentials_expire = health.credentials_expire;
     }
     let mut conditions = mesh::conditions(&plan.report, &failing_writes);
-    // Ready stays last; an expiring token does not make the mesh not Ready.
+    // Ready stays last; neither warning makes the mesh not Ready.
     let ready_at = conditions.len().saturating_sub(1);
-    conditions.insert(
-        ready_at,
-        credentials_expiring(&status.clusters, now, expiry_warning),
+    conditions.splice(
+        ready_at..ready_at,
+        [
+            credentials_expiring(&status.clusters, now, expiry_warning),
+            cleanup,
+        ],
     );
     status.conditions = conditions
         .into_iter()

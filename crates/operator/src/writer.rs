@@ -52,16 +52,30 @@ pub struct Writers {
     /// Stopped workers whose batch in flight may not have ended yet.
     stopping: Mutex<Vec<(WorkerKey, JoinHandle<()>)>>,
     /// Removals of a mesh's Peers from clusters that left it.
-    purges: Mutex<HashMap<(ObjectRef<ClusterMesh>, String), Purge>>,
+    purges: Mutex<HashMap<(ObjectRef<ClusterMesh>, String), PurgeAttempts>>,
     trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>,
     metrics: Arc<Metrics>,
     fence: Fence,
     concurrency: usize,
 }
 
-/// The removal of a mesh's Peers from a cluster that left it: how many
-/// were removed, or why it failed.
-type Purge = JoinHandle<Result<usize, String>>;
+/// Where the removal of a mesh's Peers from a cluster that left it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Purge {
+    /// Under way (or waiting for the cluster's last batch to end).
+    Running { last_failure: Option<String> },
+    /// This many Peers were removed.
+    Done(usize),
+    /// The attempt that just ended failed, for this reason.
+    Failed(String),
+}
+
+/// The attempts at one removal: the one under way, and why the last failed.
+#[derive(Default)]
+struct PurgeAttempts {
+    task: Option<JoinHandle<Result<usize, String>>>,
+    failure: Option<String>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct WorkerKey {
@@ -183,45 +197,50 @@ impl Writers {
 
     /// Removes every Peer carrying `selector` (the mesh's label) from
     /// `cluster`, which left the mesh, in the background, once its stopped
-    /// worker has settled. `None` while that runs (the mesh is planned again
-    /// when it ends); then how many Peers were removed, or why it failed.
+    /// worker has settled. The mesh is planned again when an attempt ends;
+    /// a failed attempt is made again at the next call.
     pub fn purge(
         &self,
         mesh: &ObjectRef<ClusterMesh>,
         cluster: &str,
         client: Client,
         selector: String,
-    ) -> Option<Result<usize, String>> {
-        if !self.settled(mesh, cluster) {
-            return None;
-        }
+    ) -> Purge {
         let key = (mesh.clone(), cluster.to_owned());
         let mut purges = lock(&self.purges);
-        if let Some(task) = purges.get(&key) {
-            if !task.is_finished() {
-                return None;
+        let attempt = purges.entry(key).or_default();
+        if let Some(task) = attempt.task.take_if(|task| task.is_finished()) {
+            match task.now_or_never() {
+                Some(Ok(Ok(count))) => {
+                    purges.remove(&(mesh.clone(), cluster.to_owned()));
+                    return Purge::Done(count);
+                }
+                Some(Ok(Err(why))) => attempt.failure = Some(why),
+                Some(Err(error)) => attempt.failure = Some(format!("the removal stopped: {error}")),
+                None => {}
             }
-            let task = purges.remove(&key)?;
-            return Some(
-                task.now_or_never()?
-                    .unwrap_or_else(|error| Err(format!("the removal stopped: {error}"))),
-            );
+            return Purge::Failed(attempt.failure.clone().unwrap_or_default());
         }
-        let (mesh, cluster, trigger) = (mesh.clone(), cluster.to_owned(), self.trigger.clone());
-        let concurrency = self.concurrency;
-        let fence = self.fence.clone();
-        let task = tokio::spawn(async move {
-            let result = match fence.check().await {
-                Ok(()) => apply::delete_labelled_peers(&client, &cluster, &selector, concurrency)
-                    .await
-                    .map_err(|error| error.to_string()),
-                Err(fenced) => Err(fenced.to_string()),
-            };
-            let _ = trigger.send(mesh);
-            result
-        });
-        purges.insert(key, task);
-        None
+        if attempt.task.is_none() && self.settled(mesh, cluster) {
+            let (mesh, cluster, trigger) = (mesh.clone(), cluster.to_owned(), self.trigger.clone());
+            let concurrency = self.concurrency;
+            let fence = self.fence.clone();
+            attempt.task = Some(tokio::spawn(async move {
+                let result = match fence.check().await {
+                    Ok(()) => {
+                        apply::delete_labelled_peers(&client, &cluster, &selector, concurrency)
+                            .await
+                            .map_err(|error| error.to_string())
+                    }
+                    Err(fenced) => Err(fenced.to_string()),
+                };
+                let _ = trigger.send(mesh);
+                result
+            }));
+        }
+        Purge::Running {
+            last_failure: attempt.failure.clone(),
+        }
     }
 
     fn remove(

@@ -580,16 +580,29 @@ async fn a_cluster_removed_from_the_spec_keeps_none_of_the_meshs_peers() {
         },
     )
     .await;
-    let cleaned = event_message(&planes[0], "RemovedClusterCleaned")
-        .await
-        .unwrap_or_default();
-    assert!(cleaned.contains("cluster c left the mesh"), "{cleaned}");
+    // The pass after the removal publishes it.
+    eventually("the RemovedClusterCleaned Event", CONVERGE, || async {
+        event_message(&planes[0], "RemovedClusterCleaned")
+            .await
+            .is_some_and(|m| m.contains("cluster c left the mesh"))
+    })
+    .await;
 
     // b leaves while its API server is down (and c comes back): the mesh's
     // Peers on b are kept until the cleanup timeout (20 s in these tests),
     // then given up with an Event.
     planes[1].stop_apiserver();
     set_clusters(&planes[0], vec![entry("a", 1, true), entry("c", 3, false)]).await;
+    eventually("the cleanup of b pending, told in the status", CONVERGE, || async {
+        let status = mesh_status(&planes[0], "mesh").await;
+        let ready = condition(&status, "Ready").is_some_and(|c| c.status == "True");
+        condition(&status, "CleanupPending").is_some_and(|c| {
+            c.status == "True"
+                && c.message.contains("cluster b left the mesh at")
+                && c.message.contains("last attempt:")
+        }) && ready
+    })
+    .await;
     eventually(
         "the cleanup of b given up",
         Duration::from_secs(60),
@@ -611,5 +624,10 @@ async fn a_cluster_removed_from_the_spec_keeps_none_of_the_meshs_peers() {
         peer_names(&planes[1]).await,
         ["a.node-0"],
         "given up: left on b, as the Event says"
+    );
+    let status = mesh_status(&planes[0], "mesh").await;
+    assert!(
+        condition(&status, "CleanupPending").is_some_and(|c| c.status == "False"),
+        "nothing pending once given up"
     );
 }
