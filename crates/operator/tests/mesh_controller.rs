@@ -593,15 +593,19 @@ async fn a_cluster_removed_from_the_spec_keeps_none_of_the_meshs_peers() {
     // then given up with an Event.
     planes[1].stop_apiserver();
     set_clusters(&planes[0], vec![entry("a", 1, true), entry("c", 3, false)]).await;
-    eventually("the cleanup of b pending, told in the status", CONVERGE, || async {
-        let status = mesh_status(&planes[0], "mesh").await;
-        let ready = condition(&status, "Ready").is_some_and(|c| c.status == "True");
-        condition(&status, "CleanupPending").is_some_and(|c| {
-            c.status == "True"
-                && c.message.contains("cluster b left the mesh at")
-                && c.message.contains("last attempt:")
-        }) && ready
-    })
+    eventually(
+        "the cleanup of b pending, told in the status",
+        CONVERGE,
+        || async {
+            let status = mesh_status(&planes[0], "mesh").await;
+            let ready = condition(&status, "Ready").is_some_and(|c| c.status == "True");
+            condition(&status, "CleanupPending").is_some_and(|c| {
+                c.status == "True"
+                    && c.message.contains("cluster b left the mesh at")
+                    && c.message.contains("last attempt:")
+            }) && ready
+        },
+    )
     .await;
     eventually(
         "the cleanup of b given up",

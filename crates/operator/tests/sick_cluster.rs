@@ -11,6 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use k8s_openapi::jiff::Timestamp;
 use testkit::{ControlPlane, Fault, FaultProxy};
 
 /// The longest a fault may take to show in the status: the probe's
@@ -225,6 +226,61 @@ async fn a_revoked_token_is_credentials_invalid_while_old_watches_stream() {
     assert_eq!(
         peer_names(&planes[2]).await,
         ["a.node-0", "b.node-0"],
+        "b's Peers kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_expiring_then_credentials_invalid() {
+    let (planes, proxy, _operator) = mesh_with_b_behind_a_proxy().await;
+    // The API server refuses a token from 60 s after its expiry: dated so
+    // that it is refused 15 s from now.
+    let refused_in = Duration::from_secs(15);
+    let expires = Timestamp::now() + refused_in - testkit::ACCEPTED_PAST_EXPIRY;
+    let expiring = planes[1]
+        .expiring_service_account_kubeconfig(NAMESPACE, "kilo-clustermesh", expires)
+        .await
+        .unwrap()
+        .replace(&planes[1].server_url(), &proxy.url());
+    put_secret(&planes[0], "b-kubeconfig", &expiring).await;
+    let refused = Instant::now() + refused_in;
+    eventually(
+        "CredentialsExpiring for b, b reachable",
+        CONVERGE,
+        || async {
+            let status = mesh_status(&planes[0], "mesh").await;
+            still_reachable(&planes[0], "b").await
+                && condition(&status, "CredentialsExpiring")
+                    .is_some_and(|c| c.status == "True" && c.message.contains("cluster b"))
+        },
+    )
+    .await;
+    eventually(
+        "CredentialsInvalid for b",
+        refused_in + DETECTED,
+        || async {
+            condition(&mesh_status(&planes[0], "mesh").await, "CredentialsInvalid").is_some_and(
+                |c| {
+                    c.status == "True"
+                        && c.message.contains("cluster b")
+                        && c.message.contains("rejected the token")
+                },
+            )
+        },
+    )
+    .await;
+    eprintln!(
+        "figure: expired token reported {:.1} s after the API server began to refuse it",
+        Instant::now()
+            .saturating_duration_since(refused)
+            .as_secs_f64()
+    );
+    assert_eq!(
+        (peer_names(&planes[0]).await, peer_names(&planes[2]).await),
+        (
+            vec!["b.node-0".to_owned(), "c.node-0".to_owned()],
+            vec!["a.node-0".to_owned(), "b.node-0".to_owned()]
+        ),
         "b's Peers kept"
     );
 }

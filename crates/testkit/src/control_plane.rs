@@ -26,8 +26,12 @@ use crate::{
     kubeconfig::{self, Credentials},
     pki::Pki,
     process::Process,
+    token::{self, ACCEPTED_PAST_EXPIRY},
     tools,
 };
+
+/// The issuer (and audience) of ServiceAccount tokens.
+const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc";
 
 /// The API server's audit log, in the control plane's directory.
 const AUDIT_LOG: &str = "audit.log";
@@ -195,7 +199,7 @@ impl ControlPlane {
             format!("--tls-private-key-file={serving_key}"),
             format!("--client-ca-file={ca}"),
             "--authorization-mode=RBAC".to_owned(),
-            "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
+            format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
             format!("--service-account-key-file={sa_public_key}"),
             format!("--service-account-signing-key-file={sa_key}"),
             "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
@@ -286,15 +290,12 @@ impl ControlPlane {
         }
     }
 
-    /// Creates the ServiceAccount `namespace/name` if it is missing, mints a
-    /// token for it through the TokenRequest API, and returns a kubeconfig
-    /// holding only that token, the server URL and the CA.
-    pub async fn service_account_kubeconfig(
+    /// The ServiceAccount `namespace/name`, created if it is missing.
+    async fn ensure_service_account(
         &self,
         namespace: &str,
         name: &str,
-        expiration: Option<Duration>,
-    ) -> Result<String, Error> {
+    ) -> Result<ServiceAccount, Error> {
         let accounts = Api::<ServiceAccount>::namespaced(self.admin_client(), namespace);
         let account = ServiceAccount {
             metadata: ObjectMeta {
@@ -304,10 +305,23 @@ impl ControlPlane {
             ..Default::default()
         };
         match accounts.create(&PostParams::default(), &account).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(error) => return Err(error.into()),
+            Ok(created) => Ok(created),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(accounts.get(name).await?),
+            Err(error) => Err(error.into()),
         }
+    }
+
+    /// Creates the ServiceAccount `namespace/name` if it is missing, mints a
+    /// token for it through the TokenRequest API, and returns a kubeconfig
+    /// holding only that token, the server URL and the CA.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        expiration: Option<Duration>,
+    ) -> Result<String, Error> {
+        self.ensure_service_account(namespace, name).await?;
+        let accounts = Api::<ServiceAccount>::namespaced(self.admin_client(), namespace);
         let request = TokenRequest {
             spec: TokenRequestSpec {
                 audiences: vec![],
@@ -320,6 +334,33 @@ impl ControlPlane {
             .create_token_request(name, &PostParams::default(), &request)
             .await?;
         let token = token.status.map(|s| s.token).unwrap_or_default();
+        Ok(kubeconfig::yaml(
+            &self.name,
+            &self.server_url(),
+            &self.pki.ca_cert,
+            Credentials::Token(&token),
+        ))
+    }
+
+    /// As [`Self::service_account_kubeconfig`], but the token expires at
+    /// `expires`, even in the past: it is signed here with the control
+    /// plane's key, as the API server signs its own. The API server refuses
+    /// it from [`ACCEPTED_PAST_EXPIRY`] after `expires`.
+    pub async fn expiring_service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        expires: k8s_openapi::jiff::Timestamp,
+    ) -> Result<String, Error> {
+        let account = self.ensure_service_account(namespace, name).await?;
+        let claims = token::Claims {
+            issuer: SERVICE_ACCOUNT_ISSUER,
+            namespace,
+            service_account: name,
+            uid: account.metadata.uid.as_deref().unwrap_or_default(),
+            expires,
+        };
+        let token = token::sign(&self.pki.service_account_key, &claims)?;
         Ok(kubeconfig::yaml(
             &self.name,
             &self.server_url(),

@@ -26,6 +26,7 @@ mod http;
 mod kubeconfig;
 mod pki;
 mod process;
+mod token;
 mod tools;
 
 pub use control_plane::{AuditedWrite, ControlPlane, Error, client_from_yaml};
@@ -33,4 +34,5 @@ pub use fault_proxy::{Fault, FaultProxy};
 pub use http::{http_get, metric_sum};
 pub use kubeconfig::merged as merged_kubeconfig;
 pub use process::Process;
+pub use token::ACCEPTED_PAST_EXPIRY;
 pub use tools::binary as tool;
