@@ -26,8 +26,7 @@ use crate::{
     kubeconfig::{self, Credentials},
     pki::Pki,
     process::Process,
-    token::{self, ACCEPTED_PAST_EXPIRY},
-    tools,
+    token, tools,
 };
 
 /// The issuer (and audience) of ServiceAccount tokens.
@@ -345,7 +344,7 @@ impl ControlPlane {
     /// As [`Self::service_account_kubeconfig`], but the token expires at
     /// `expires`, even in the past: it is signed here with the control
     /// plane's key, as the API server signs its own. The API server refuses
-    /// it from [`ACCEPTED_PAST_EXPIRY`] after `expires`.
+    /// it from [`crate::ACCEPTED_PAST_EXPIRY`] after `expires`.
     pub async fn expiring_service_account_kubeconfig(
         &self,
         namespace: &str,
