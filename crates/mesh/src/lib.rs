@@ -15,6 +15,7 @@
 
 mod anchor;
 mod cidr;
+mod claims;
 mod condition;
 mod conflict;
 mod endpoint;

@@ -42,6 +42,15 @@ pub enum SkipReason {
     LocationGranularity,
     /// Every range the node would route overlaps another cluster's.
     RangesInConflict,
+    /// An older node (cluster/node) has the same WireGuard public key.
+    DuplicateKey(String),
+    /// An older node (cluster/node) has the same WireGuard IP.
+    DuplicateWireGuardIP(String),
+    /// The pod CIDR overlaps one of an older node (cluster/node).
+    PodCIDROverlapsNode {
+        cidr: String,
+        holder: String,
+    },
 }
 
 impl SkipReason {
@@ -60,6 +69,9 @@ impl SkipReason {
             Self::WireGuardIPOutsideCluster(_) => "WireGuardIPOutsideCluster",
             Self::LocationGranularity => "LocationGranularity",
             Self::RangesInConflict => "RangesInConflict",
+            Self::DuplicateKey(_) => "DuplicateKey",
+            Self::DuplicateWireGuardIP(_) => "DuplicateWireGuardIP",
+            Self::PodCIDROverlapsNode { .. } => "PodCIDROverlapsNode",
         }
     }
 
@@ -103,6 +115,16 @@ impl SkipReason {
             Self::RangesInConflict => format!(
                 "{it}: every range it would route overlaps another cluster's (see the CIDRConflict condition)"
             ),
+            Self::DuplicateKey(holder) => format!(
+                "{it} has the same WireGuard public key as the older node {holder}, and WireGuard keeps one peer per key; \
+                 give each node its own key (delete /var/lib/kilo/key on the copy and restart its kg)"
+            ),
+            Self::DuplicateWireGuardIP(holder) => format!(
+                "{it} has the same WireGuard IP as the older node {holder}; restart its kg so that Kilo allocates it another"
+            ),
+            Self::PodCIDROverlapsNode { cidr, holder } => format!(
+                "{it}: pod CIDR {cidr} overlaps one of the older node {holder}; give each node its own spec.podCIDRs"
+            ),
         }
     }
 }
@@ -118,6 +140,11 @@ pub struct EligibleNode {
     pub persistent_keepalive: Option<i32>,
     pub ready: bool,
     pub leader: bool,
+    /// Its WireGuard IP as a host route (also in `allowed_ips` unless the
+    /// cluster's WireGuard range is in conflict).
+    pub wireguard_ip: IpNet,
+    /// When its Node was created (Unix seconds).
+    pub created: i64,
 }
 
 /// Checks one node against its cluster's declared ranges. `blocked` ranges
@@ -203,6 +230,8 @@ pub fn check(
         persistent_keepalive: keepalive.or(default_keepalive).filter(|k| *k > 0),
         ready: node.ready,
         leader: node.annotations.contains_key(annotation::LEADER),
+        wireguard_ip: wireguard,
+        created: node.created,
     })
 }
 
@@ -233,6 +262,7 @@ pub(crate) mod tests {
                 (annotation::WIREGUARD_IP.into(), wireguard_ip.into()),
             ]),
             ready: true,
+            created: 0,
         }
     }
 

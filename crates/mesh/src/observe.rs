@@ -15,6 +15,9 @@ pub struct NodeView {
     pub annotations: BTreeMap<String, String>,
     /// The node's Ready condition is True.
     pub ready: bool,
+    /// When the node object was created (Unix seconds; 0 when unknown):
+    /// of two nodes that claim one key or range, the older keeps it.
+    pub created: i64,
 }
 
 /// A Peer as found on a cluster: any Peer this mesh owns, and any other whose

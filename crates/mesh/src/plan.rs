@@ -10,7 +10,7 @@ use api::{ClusterMeshSpec, PeerSpec};
 use ipnet::IpNet;
 
 use crate::{
-    anchor,
+    anchor, claims,
     conflict::{self, Conflict},
     identity::{
         ANCHOR_LABEL, CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MESH_ANNOTATION, MESH_LABEL,
@@ -172,11 +172,29 @@ pub fn plan(
         .flatten()
         .collect();
 
+    let mut eligible = BTreeMap::new();
+    let mut skipped = BTreeMap::new();
+    for cluster in &clusters {
+        let (nodes, skips) = eligibility(cluster, observation(&cluster.name), &blocked, settings);
+        eligible.insert(cluster.name.clone(), nodes);
+        skipped.insert(cluster.name.clone(), skips);
+    }
+    for (cluster, lost) in claims::settle(&mut eligible) {
+        let skips: &mut Vec<SkippedNode> = skipped.entry(cluster).or_default();
+        skips.extend(lost);
+        skips.sort();
+    }
     let mut sources = BTreeMap::new();
     let mut reports = Vec::new();
     for cluster in &clusters {
-        let obs = observation(&cluster.name);
-        let (source, report) = source(cluster, obs, &blocked, settings, &owned_peers);
+        let (source, report) = source(
+            cluster,
+            observation(&cluster.name),
+            eligible.remove(&cluster.name).unwrap_or_default(),
+            skipped.remove(&cluster.name).unwrap_or_default(),
+            &blocked,
+            &owned_peers,
+        );
         sources.insert(cluster.name.clone(), source);
         reports.push(report);
     }
@@ -237,13 +255,13 @@ struct Source {
     anchor_ranges: Vec<IpNet>,
 }
 
-fn source(
+/// The nodes of one cluster that can be peered, and the others with why.
+fn eligibility(
     cluster: &ClusterSpec,
     observation: &Observation,
     blocked: &BTreeSet<(String, IpNet)>,
     settings: &Settings,
-    owned_peers: &[&ObservedPeer],
-) -> (Source, ClusterReport) {
+) -> (BTreeMap<String, EligibleNode>, Vec<SkippedNode>) {
     let empty = ClusterView::default();
     let view = observation.view().unwrap_or(&empty);
     let mut nodes: Vec<_> = view.nodes.iter().collect();
@@ -273,6 +291,20 @@ fn source(
             }),
         }
     }
+    (eligible, skipped)
+}
+
+/// One cluster as a source of Peers: its eligible nodes (after the
+/// cross-node checks), its anchor, and its part of the report.
+fn source(
+    cluster: &ClusterSpec,
+    observation: &Observation,
+    eligible: BTreeMap<String, EligibleNode>,
+    skipped: Vec<SkippedNode>,
+    blocked: &BTreeSet<(String, IpNet)>,
+    owned_peers: &[&ObservedPeer],
+) -> (Source, ClusterReport) {
+    let nodes = observation.view().map_or(0, |view| view.nodes.len());
     let of_cluster: Vec<&&ObservedPeer> = owned_peers
         .iter()
         .filter(|p| p.labels.get(CLUSTER_LABEL) == Some(&cluster.name))
@@ -308,7 +340,7 @@ fn source(
     let report = ClusterReport {
         name: cluster.name.clone(),
         unreachable,
-        nodes: view.nodes.len(),
+        nodes,
         registered_peers,
         skipped,
         anchor: anchor.clone(),

@@ -20,6 +20,12 @@ enum Fault {
     PodOutside,
     WireGuardOutside,
     NotReady,
+    /// The key of node 0 of cluster a (a copied machine).
+    KeyOfAnother,
+    /// The WireGuard IP of node 0 of its own cluster.
+    WireGuardIpOfAnother,
+    /// The pod CIDR of node 0 of its own cluster.
+    PodCidrOfAnother,
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
@@ -29,6 +35,9 @@ fn fault() -> impl Strategy<Value = Fault> {
         1 => Just(Fault::PodOutside),
         1 => Just(Fault::WireGuardOutside),
         1 => Just(Fault::NotReady),
+        1 => Just(Fault::KeyOfAnother),
+        1 => Just(Fault::WireGuardIpOfAnother),
+        1 => Just(Fault::PodCidrOfAnother),
     ]
 }
 
@@ -85,7 +94,18 @@ fn build(world: &World) -> (api::ClusterMeshSpec, BTreeMap<String, Observation>)
                             .insert("kilo.squat.ai/wireguard-ip".into(), "10.4.0.1/16".into()),
                     ),
                     Fault::NotReady => view.ready = false,
+                    Fault::KeyOfAnother => drop(
+                        view.annotations
+                            .insert("kilo.squat.ai/key".into(), key(1, 0)),
+                    ),
+                    Fault::WireGuardIpOfAnother => drop(view.annotations.insert(
+                        "kilo.squat.ai/wireguard-ip".into(),
+                        node(n, 0).annotations["kilo.squat.ai/wireguard-ip"].clone(),
+                    )),
+                    Fault::PodCidrOfAnother => view.pod_cidrs = node(n, 0).pod_cidrs,
                 }
+                // Nodes are created in index order: node 0 is the oldest.
+                view.created = i64::from(i);
                 view
             })
             .collect();
@@ -148,18 +168,22 @@ proptest! {
     }
 
     #[test]
-    fn no_range_is_routed_to_two_clusters(world in world()) {
+    fn no_two_peers_on_a_cluster_share_a_key_or_a_range(world in world()) {
         let (spec, observations) = build(&world);
         let plan = plan(&spec, &identity(), &settings(), &observations);
         for peers in plan.desired.values() {
-            let routes: Vec<(String, IpNet)> = peers
+            let mut keys = std::collections::BTreeSet::new();
+            for peer in peers.values() {
+                prop_assert!(keys.insert(&peer.spec.public_key), "two Peers with the key of {}", peer.name);
+            }
+            let routes: Vec<(&str, IpNet)> = peers
                 .values()
-                .flat_map(|p| p.spec.allowed_ips.iter().map(move |ip| (p.labels[CLUSTER_LABEL].clone(), ip.parse().unwrap())))
+                .flat_map(|p| p.spec.allowed_ips.iter().map(move |ip| (p.name.as_str(), ip.parse().unwrap())))
                 .collect();
-            for (i, (a_cluster, a)) in routes.iter().enumerate() {
-                for (b_cluster, b) in &routes[i + 1..] {
+            for (i, (a_peer, a)) in routes.iter().enumerate() {
+                for (b_peer, b) in &routes[i + 1..] {
                     let overlap = a.contains(b) || b.contains(a);
-                    prop_assert!(a_cluster == b_cluster || !overlap, "{a} of {a_cluster} overlaps {b} of {b_cluster}");
+                    prop_assert!(!overlap, "{a} of {a_peer} overlaps {b} of {b_peer}");
                 }
             }
         }

@@ -114,6 +114,11 @@ fn node_view(node: &Node) -> NodeView {
         pod_cidrs,
         annotations: node.annotations().clone(),
         ready,
+        created: node
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_second()),
     }
 }
 

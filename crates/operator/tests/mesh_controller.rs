@@ -259,6 +259,62 @@ async fn a_node_with_a_bad_pod_cidr_is_skipped_counted_and_told() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_a_key_an_ip_or_a_pod_cidr_leave_one_peer_each() {
+    let (planes, _operator) = three_cluster_mesh(1).await;
+    converged(&planes, 1).await;
+    // A copy of a's node-0 on c (same key), a node of c reusing c's node-0
+    // WireGuard IP, and one reusing its pod CIDR.
+    let mut copied = kilo_node(3, 5);
+    copied.metadata.annotations.as_mut().unwrap().insert(
+        "kilo.squat.ai/key".into(),
+        api::fixtures::wireguard_key(1, 0),
+    );
+    let mut same_ip = kilo_node(3, 6);
+    same_ip
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("kilo.squat.ai/wireguard-ip".into(), "10.103.0.1/24".into());
+    let mut same_pods = kilo_node(3, 7);
+    same_pods.spec.as_mut().unwrap().pod_cidrs = Some(vec!["10.3.0.0/24".into()]);
+    for node in [&copied, &same_ip, &same_pods] {
+        create_node(&planes[2], node).await;
+    }
+    eventually("c's three newcomers skipped", CONVERGE, || async {
+        let status = mesh_status(&planes[0], "mesh").await;
+        let c = status.clusters.iter().find(|c| c.name == "c").unwrap();
+        let reasons: Vec<(&str, &str)> = c
+            .skipped
+            .iter()
+            .map(|s| (s.name.as_str(), s.reason.as_str()))
+            .collect();
+        reasons
+            == [
+                ("node-5", "DuplicateKey"),
+                ("node-6", "DuplicateWireGuardIP"),
+                ("node-7", "PodCIDROverlapsNode"),
+            ]
+    })
+    .await;
+    let status = mesh_status(&planes[0], "mesh").await;
+    let c = status.clusters.iter().find(|c| c.name == "c").unwrap();
+    assert!(
+        c.skipped[0].message.contains("older node a/node-0"),
+        "{}",
+        c.skipped[0].message
+    );
+    assert!(
+        c.skipped[1].message.contains("older node c/node-0"),
+        "{}",
+        c.skipped[1].message
+    );
+    // The older nodes keep their Peers; no key or range is on two Peers.
+    assert_eq!(peer_names(&planes[1]).await, ["a.node-0", "c.node-0"]);
+    assert_eq!(peer_names(&planes[0]).await, ["b.node-0", "c.node-0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spec_examples_shared_service_cidr_is_not_advertised_and_named() {
     let planes = ControlPlane::start_many(2).await.unwrap();
     create_node(&planes[0], &kilo_node(1, 0)).await;

@@ -42,6 +42,7 @@ pub fn node(k: u8, i: u8) -> NodeView {
         pod_cidrs: vec![format!("10.{k}.{i}.0/24")],
         annotations: kilo_annotations(k, i),
         ready: true,
+        created: 0,
     }
 }
 
