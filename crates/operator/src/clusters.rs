@@ -437,8 +437,8 @@ const VOLATILE_ANNOTATIONS: [&str; 2] = [
     "kilo.squat.ai/discovered-endpoints",
 ];
 
-/// Keeps only what peering depends on: name, Kilo annotations, pod CIDRs and
-/// the Ready condition.
+/// Keeps only what peering depends on: name, age, Kilo annotations, pod
+/// CIDRs and the Ready condition.
 fn strip_node(node: &mut Node) {
     let annotations = node
         .annotations()
@@ -467,6 +467,8 @@ fn strip_node(node: &mut Node) {
             name: node.metadata.name.take(),
             uid: node.metadata.uid.take(),
             resource_version: node.metadata.resource_version.take(),
+            // Of two nodes claiming one key or range, the older keeps it.
+            creation_timestamp: node.metadata.creation_timestamp.take(),
             annotations: Some(annotations),
             ..Default::default()
         },

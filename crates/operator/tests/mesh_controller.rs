@@ -263,13 +263,15 @@ async fn nodes_sharing_a_key_an_ip_or_a_pod_cidr_leave_one_peer_each() {
     let (planes, _operator) = three_cluster_mesh(1).await;
     converged(&planes, 1).await;
     // A copy of a's node-0 on c (same key), a node of c reusing c's node-0
-    // WireGuard IP, and one reusing its pod CIDR.
+    // WireGuard IP (named to sort first: age decides, not names), and one
+    // reusing its pod CIDR.
     let mut copied = kilo_node(3, 5);
     copied.metadata.annotations.as_mut().unwrap().insert(
         "kilo.squat.ai/key".into(),
         api::fixtures::wireguard_key(1, 0),
     );
     let mut same_ip = kilo_node(3, 6);
+    same_ip.metadata.name = Some("a-newcomer".into());
     same_ip
         .metadata
         .annotations
@@ -278,6 +280,8 @@ async fn nodes_sharing_a_key_an_ip_or_a_pod_cidr_leave_one_peer_each() {
         .insert("kilo.squat.ai/wireguard-ip".into(), "10.103.0.1/24".into());
     let mut same_pods = kilo_node(3, 7);
     same_pods.spec.as_mut().unwrap().pod_cidrs = Some(vec!["10.3.0.0/24".into()]);
+    // Creation times are whole seconds: make the newcomers younger.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     for node in [&copied, &same_ip, &same_pods] {
         create_node(&planes[2], node).await;
     }
@@ -291,8 +295,8 @@ async fn nodes_sharing_a_key_an_ip_or_a_pod_cidr_leave_one_peer_each() {
             .collect();
         reasons
             == [
+                ("a-newcomer", "DuplicateWireGuardIP"),
                 ("node-5", "DuplicateKey"),
-                ("node-6", "DuplicateWireGuardIP"),
                 ("node-7", "PodCIDROverlapsNode"),
             ]
     })
@@ -300,12 +304,12 @@ async fn nodes_sharing_a_key_an_ip_or_a_pod_cidr_leave_one_peer_each() {
     let status = mesh_status(&planes[0], "mesh").await;
     let c = status.clusters.iter().find(|c| c.name == "c").unwrap();
     assert!(
-        c.skipped[0].message.contains("older node a/node-0"),
+        c.skipped[0].message.contains("older node c/node-0"),
         "{}",
         c.skipped[0].message
     );
     assert!(
-        c.skipped[1].message.contains("older node c/node-0"),
+        c.skipped[1].message.contains("older node a/node-0"),
         "{}",
         c.skipped[1].message
     );
