@@ -39,6 +39,10 @@ pub struct ObservedPeer {
 pub struct ClusterView {
     pub nodes: Vec<NodeView>,
     pub peers: Vec<ObservedPeer>,
+    /// What identifies the cluster (the uid of its `kube-system`
+    /// namespace), when it could be read: two entries with the same one
+    /// reach the same cluster.
+    pub uid: Option<String>,
 }
 
 /// Why a cluster could not be read this time.

@@ -127,7 +127,10 @@ pub fn plan(
         last_known: None,
     };
     let observation = |name: &str| observations.get(name).unwrap_or(&syncing);
-    let clusters = match spec::parse(spec) {
+    let clusters = match spec::parse(spec).and_then(|clusters| {
+        spec::one_entry_per_cluster(spec, |name| observation(name).view()?.uid.clone())?;
+        Ok(clusters)
+    }) {
         Ok(clusters) => clusters,
         Err(spec_errors) => {
             // Nothing is written while the spec is wrong.

@@ -67,6 +67,41 @@ impl ClusterSpec {
     }
 }
 
+/// Refuses two entries that reach the same cluster, as `uid` (what
+/// identifies the cluster an entry reaches, when known) tells: the mesh
+/// would write a cluster's Peers of its own nodes onto itself.
+pub fn one_entry_per_cluster(
+    spec: &ClusterMeshSpec,
+    uid: impl Fn(&str) -> Option<String>,
+) -> Result<(), Vec<SpecError>> {
+    let mut first_with: std::collections::BTreeMap<String, (usize, &str)> = Default::default();
+    let mut errors = Vec::new();
+    for (i, entry) in spec.clusters.iter().enumerate() {
+        let Some(uid) = uid(&entry.name) else {
+            continue;
+        };
+        match first_with.get(&uid) {
+            Some((first, name)) => errors.push(SpecError {
+                field: format!("spec.clusters[{i}]"),
+                message: format!(
+                    "entries {name:?} (spec.clusters[{first}]) and {:?} reach the same cluster \
+                     (its kube-system namespace has uid {uid}); each entry must be its own \
+                     cluster: fix the kubeconfig Secret of one of them",
+                    entry.name
+                ),
+            }),
+            None => {
+                first_with.insert(uid, (i, &entry.name));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 /// Checks `spec` and parses its ranges, or lists every problem found.
 pub fn parse(spec: &ClusterMeshSpec) -> Result<Vec<ClusterSpec>, Vec<SpecError>> {
     let mut errors = Vec::new();

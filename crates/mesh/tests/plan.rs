@@ -375,6 +375,27 @@ fn failing_writes_make_the_mesh_not_ready_and_name_the_cluster() {
     );
 }
 
+#[test]
+fn two_entries_reaching_one_cluster_are_refused_naming_both() {
+    let mut observations = fresh(1);
+    // The Secret of entry c reaches cluster a.
+    view_mut(&mut observations, "c").uid = Some("uid-a".into());
+    let plan = plan(&spec(), &identity(), &settings(), &observations);
+    assert!(plan.writes.is_empty(), "nothing written: {:?}", plan.writes);
+    let invalid = conditions(&plan.report, &no_failures())
+        .into_iter()
+        .find(|c| c.type_ == ConditionType::InvalidSpec)
+        .unwrap();
+    assert!(invalid.status);
+    assert!(
+        invalid.message.contains(
+            "spec.clusters[2]: entries \"a\" (spec.clusters[0]) and \"c\" reach the same cluster"
+        ),
+        "{}",
+        invalid.message
+    );
+}
+
 /// The names of the Peers `writes` deletes.
 fn deleted(writes: &mesh::ClusterWrites) -> Vec<&str> {
     writes.delete.iter().map(|d| d.name.as_str()).collect()

@@ -114,6 +114,7 @@ fn build(world: &World) -> (api::ClusterMeshSpec, BTreeMap<String, Observation>)
             Observation::Observed(mesh::ClusterView {
                 nodes,
                 peers: vec![],
+                uid: Some(format!("uid-{name}")),
             }),
         );
     }

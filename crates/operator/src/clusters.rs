@@ -56,7 +56,8 @@ pub enum ClusterSource {
 /// Reachability of a cluster as its watches and its probe see it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Health {
-    /// Both watches have listed the cluster at least once.
+    /// Both watches have listed the cluster at least once, and the probe
+    /// has tried to read what identifies it.
     pub synced: bool,
     /// False while a watch of the cluster or its probe is failing.
     pub reachable: bool,
@@ -86,6 +87,12 @@ struct HealthState {
     failing: Option<(Time, String)>,
     probe_failures_in_a_row: u32,
     probe_failing: Option<(Time, ProbeFailure)>,
+    /// What identifies the cluster, once read ([`probe::cluster_uid`]).
+    uid: Option<String>,
+    /// Whether reading it was tried: until then the cluster counts as not
+    /// listed yet, so no pass writes before it could tell two entries
+    /// reaching one cluster apart.
+    identity_tried: bool,
 }
 
 impl WatchedCluster {
@@ -101,7 +108,7 @@ impl WatchedCluster {
             probe.map(|(since, _)| since),
         ];
         Health {
-            synced: health.nodes_synced && health.peers_synced,
+            synced: health.nodes_synced && health.peers_synced && health.identity_tried,
             reachable: health.failing.is_none() && probe.is_none(),
             unreachable_since: since.into_iter().flatten().min_by_key(|t| t.0).cloned(),
             // The probe's cause is the one a user can act on.
@@ -110,6 +117,14 @@ impl WatchedCluster {
                 .or_else(|| health.failing.as_ref().map(|(_, error)| error.clone())),
             credentials_refused: probe.is_some_and(|(_, failure)| failure.is_credentials()),
         }
+    }
+}
+
+impl WatchedCluster {
+    /// What identifies the cluster (its `kube-system` namespace's uid), once
+    /// the probe has read it.
+    pub fn uid(&self) -> Option<String> {
+        lock(&self.health).uid.clone()
     }
 }
 
@@ -386,21 +401,41 @@ struct Prober {
 }
 
 impl Prober {
-    /// Probes the cluster every [`probe::INTERVAL`] until aborted, and
-    /// triggers the meshes using it when its reachability changes.
+    /// Probes the cluster every [`probe::INTERVAL`] until aborted, reads
+    /// what identifies it once it answers, and triggers the meshes using it
+    /// when its reachability changes or it is identified.
     async fn probe(self, client: Client) {
         let mut ticks = tokio::time::interval(probe::INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             let outcome = probe::probe(&client).await;
-            if self.record_probe(outcome) {
+            let identify = outcome.is_ok() && lock(&self.health).uid.is_none();
+            let identified = match identify {
+                true => Some(probe::cluster_uid(&client).await),
+                false => None,
+            };
+            let identity_changed = identified.is_some_and(|uid| self.record_identity(uid));
+            if self.record_probe(outcome) || identity_changed {
                 let Some(registry) = self.registry.upgrade() else {
                     return;
                 };
                 registry.trigger_users(&self.source);
             }
         }
+    }
+
+    /// Records what identifies the cluster (`None`: it could not be read, and
+    /// is tried again at the next probe). Returns whether a pass should see
+    /// it: the first attempt, or the uid found.
+    fn record_identity(&self, uid: Option<String>) -> bool {
+        let mut health = lock(&self.health);
+        let first = !std::mem::replace(&mut health.identity_tried, true);
+        let found = uid.is_some();
+        if found {
+            health.uid = uid;
+        }
+        first || found
     }
 
     /// Returns whether the probe's verdict changed.

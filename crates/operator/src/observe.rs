@@ -47,6 +47,7 @@ pub fn observation(resolved: &Resolved) -> Observation {
     };
     let health = cluster.health();
     let view = || ClusterView {
+        uid: cluster.uid(),
         nodes: cluster.nodes.state().iter().map(|n| node_view(n)).collect(),
         peers: cluster
             .peers

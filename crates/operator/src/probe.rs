@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use api::Peer;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::{Api, Client, api::ListParams};
 
 /// How often each cluster is probed.
@@ -92,6 +92,16 @@ pub async fn probe(client: &Client) -> Result<(), ProbeFailure> {
     tokio::time::timeout(TIMEOUT, reads)
         .await
         .unwrap_or(Err(ProbeFailure::TimedOut))
+}
+
+/// What identifies the cluster behind `client`: the uid of its
+/// `kube-system` namespace, which lives as long as the cluster. `None` when
+/// it cannot be read (the operator's role lacks `get` on it, or no answer).
+pub async fn cluster_uid(client: &Client) -> Option<String> {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let read = namespaces.get_metadata("kube-system");
+    let namespace = tokio::time::timeout(TIMEOUT, read).await.ok()?.ok()?;
+    namespace.metadata.uid
 }
 
 fn classify(error: kube::Error, resource: &'static str) -> ProbeFailure {

@@ -319,6 +319,34 @@ async fn nodes_sharing_a_key_an_ip_or_a_pod_cidr_leave_one_peer_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_entries_reaching_one_cluster_are_refused_and_nothing_is_written() {
+    let planes = ControlPlane::start_many(1).await.unwrap();
+    create_node(&planes[0], &kilo_node(1, 0)).await;
+    ensure_namespace(&planes[0]).await;
+    // A Secret made by hand for "b" that reaches the hub itself.
+    put_secret(&planes[0], "b-kubeconfig", planes[0].admin_kubeconfig()).await;
+    create_mesh(
+        &planes[0],
+        "mesh",
+        vec![entry("a", 1, true), entry("b", 2, false)],
+    )
+    .await;
+    let _operator = start_operator(&planes[0]);
+    eventually("InvalidSpec naming both entries", CONVERGE, || async {
+        condition(&mesh_status(&planes[0], "mesh").await, "InvalidSpec").is_some_and(|c| {
+            c.status == "True"
+                && c.message
+                    .contains(r#"entries "a" (spec.clusters[0]) and "b" reach the same cluster"#)
+        })
+    })
+    .await;
+    assert!(
+        peer_names(&planes[0]).await.is_empty(),
+        "no Peer of the hub's node written onto the hub"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spec_examples_shared_service_cidr_is_not_advertised_and_named() {
     let planes = ControlPlane::start_many(2).await.unwrap();
     create_node(&planes[0], &kilo_node(1, 0)).await;

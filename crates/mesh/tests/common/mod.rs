@@ -54,6 +54,7 @@ pub fn fresh(n: u8) -> BTreeMap<String, Observation> {
             let view = ClusterView {
                 nodes: (0..n).map(|i| node(k, i)).collect(),
                 peers: vec![],
+                uid: Some(format!("uid-{name}")),
             };
             (name.to_owned(), Observation::Observed(view))
         })

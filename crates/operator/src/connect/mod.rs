@@ -118,7 +118,8 @@ pub struct ConnectArgs {
     pub allow_loopback_server: bool,
 }
 
-/// The rules of [`REMOTE_ROLE`]: read nodes, manage Peers. Nothing else.
+/// The rules of [`REMOTE_ROLE`]: read nodes, manage Peers, and read the
+/// `kube-system` namespace (its uid identifies the cluster). Nothing else.
 pub fn remote_role() -> ClusterRole {
     let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![group.into()]),
@@ -133,6 +134,10 @@ pub fn remote_role() -> ClusterRole {
         },
         rules: Some(vec![
             rule("", "nodes", &["get", "list", "watch"]),
+            PolicyRule {
+                resource_names: Some(vec!["kube-system".into()]),
+                ..rule("", "namespaces", &["get"])
+            },
             rule(
                 "kilo.squat.ai",
                 "peers",
