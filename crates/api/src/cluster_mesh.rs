@@ -115,6 +115,9 @@ pub struct ClusterEntry {
         skip_serializing_if = "Option::is_none"
     )]
     #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("!self.endsWith('/0')").message(
+        "serviceCIDR may not be 0.0.0.0/0 or ::/0: that would route every address into this cluster"
+    ))]
     pub service_cidr: Option<String>,
 
     /// Further CIDRs to route into this cluster through its anchor node
@@ -125,6 +128,9 @@ pub struct ClusterEntry {
         skip_serializing_if = "Vec::is_empty"
     )]
     #[schemars(length(max = 32), inner(length(max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(c, !c.endsWith('/0'))").message(
+        "additionalCIDRs may not hold 0.0.0.0/0 or ::/0: that would route every address into this cluster"
+    ))]
     pub additional_cidrs: Vec<String>,
 }
 

@@ -1,7 +1,13 @@
 //! Overlapping declared ranges. Traffic to an address inside two clusters'
-//! ranges cannot be routed to both, so the overlapping ranges are advertised
-//! by neither cluster and the overlap is reported; the rest of the mesh keeps
-//! working.
+//! ranges cannot be routed to both, so an overlapping range is not routed
+//! and the overlap is reported; the rest of the mesh keeps working.
+//!
+//! The range that is wrong is blamed: when one cluster's nodes live in a
+//! range (its pod or WireGuard range) and another cluster only declares an
+//! overlapping one (a service or additional range), only the declared one
+//! is left out, so one cluster's typo never takes another cluster's nodes
+//! out of the mesh. Two node-backed ranges, or two declared ones, are both
+//! left out: there is no telling which is wrong.
 
 use std::collections::BTreeSet;
 
@@ -17,6 +23,8 @@ use crate::{
 pub struct Conflict {
     pub first: DeclaredRange,
     pub second: DeclaredRange,
+    /// The one left out, when only one is; `None`: both are.
+    pub blamed: Option<DeclaredRange>,
 }
 
 /// A range as the spec declares it.
@@ -35,8 +43,21 @@ impl std::fmt::Display for DeclaredRange {
 
 impl std::fmt::Display for Conflict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} overlaps {}", self.first, self.second)
+        write!(f, "{} overlaps {}", self.first, self.second)?;
+        match &self.blamed {
+            Some(blamed) => write!(
+                f,
+                " ({blamed} is not routed: the other cluster's nodes live in that range)"
+            ),
+            None => write!(f, " (neither is routed)"),
+        }
     }
+}
+
+/// Whether a cluster's nodes live in ranges of this kind (their pods and
+/// WireGuard IPs), rather than the range being only declared.
+fn node_backed(kind: RangeKind) -> bool {
+    matches!(kind, RangeKind::Pod | RangeKind::WireGuard)
 }
 
 /// Within one cluster, these kinds must not overlap each other.
@@ -71,17 +92,34 @@ pub fn find(clusters: &[ClusterSpec]) -> (Vec<Conflict>, BTreeSet<(String, IpNet
     let mut blocked = BTreeSet::new();
     for (i, a) in declared.iter().enumerate() {
         for b in &declared[i + 1..] {
-            let relevant = a.cluster != b.cluster || clash_within(a.kind, b.kind);
-            if relevant && overlaps(&a.range, &b.range) {
-                blocked.insert((a.cluster.clone(), a.range));
-                blocked.insert((b.cluster.clone(), b.range));
-                let (first, second) = if a <= b {
-                    (a.clone(), b.clone())
-                } else {
-                    (b.clone(), a.clone())
-                };
-                conflicts.push(Conflict { first, second });
+            let across = a.cluster != b.cluster;
+            if !(across || clash_within(a.kind, b.kind)) || !overlaps(&a.range, &b.range) {
+                continue;
             }
+            let blamed = match (node_backed(a.kind), node_backed(b.kind)) {
+                (true, false) if across => Some(b.clone()),
+                (false, true) if across => Some(a.clone()),
+                _ => None,
+            };
+            match &blamed {
+                Some(range) => {
+                    blocked.insert((range.cluster.clone(), range.range));
+                }
+                None => {
+                    blocked.insert((a.cluster.clone(), a.range));
+                    blocked.insert((b.cluster.clone(), b.range));
+                }
+            }
+            let (first, second) = if a <= b {
+                (a.clone(), b.clone())
+            } else {
+                (b.clone(), a.clone())
+            };
+            conflicts.push(Conflict {
+                first,
+                second,
+                blamed,
+            });
         }
     }
     conflicts.sort();
@@ -123,7 +161,7 @@ mod tests {
         assert_eq!(conflicts.len(), 1);
         assert_eq!(
             conflicts[0].to_string(),
-            "cluster-a serviceCIDR 10.96.0.0/12 overlaps cluster-b serviceCIDR 10.96.0.0/12"
+            "cluster-a serviceCIDR 10.96.0.0/12 overlaps cluster-b serviceCIDR 10.96.0.0/12 (neither is routed)"
         );
         assert!(blocked.contains(&("cluster-a".into(), "10.96.0.0/12".parse().unwrap())));
         assert!(blocked.contains(&("cluster-b".into(), "10.96.0.0/12".parse().unwrap())));
@@ -149,11 +187,30 @@ mod tests {
         ];
         let (conflicts, blocked) = find(&clusters);
         let described: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
-        assert!(described.contains(&"cluster-a wireguardCIDR 10.100.0.0/24 overlaps cluster-a serviceCIDR 10.96.0.0/12".into()), "{described:#?}");
-        assert!(described.contains(&"cluster-a serviceCIDR 10.96.0.0/12 overlaps cluster-b wireguardCIDR 10.100.1.0/24".into()), "{described:#?}");
+        assert!(described.contains(&"cluster-a wireguardCIDR 10.100.0.0/24 overlaps cluster-a serviceCIDR 10.96.0.0/12 (neither is routed)".into()), "{described:#?}");
+        assert!(described.contains(&"cluster-a serviceCIDR 10.96.0.0/12 overlaps cluster-b wireguardCIDR 10.100.1.0/24 (cluster-a serviceCIDR 10.96.0.0/12 is not routed: the other cluster's nodes live in that range)".into()), "{described:#?}");
         assert!(
             !blocked.contains(&("cluster-a".into(), "10.1.0.0/16".parse().unwrap())),
             "pod ranges stay advertised"
+        );
+    }
+
+    #[test]
+    fn a_declared_range_over_another_clusters_nodes_is_the_only_one_left_out() {
+        let a = cluster("a", "10.1.0.0/16", "10.101.0.0/24", None);
+        let mut b = cluster("b", "10.2.0.0/16", "10.102.0.0/24", None);
+        b.additional.push("10.0.0.0/8".parse().unwrap());
+        let (conflicts, blocked) = find(&[a, b]);
+        assert_eq!(
+            blocked,
+            BTreeSet::from([("b".to_owned(), "10.0.0.0/8".parse().unwrap())]),
+            "a's pod and WireGuard ranges, and b's own, stay routed"
+        );
+        assert!(
+            conflicts
+                .iter()
+                .all(|c| c.blamed.as_ref().is_some_and(|r| r.cluster == "b")),
+            "{conflicts:?}"
         );
     }
 

@@ -183,6 +183,23 @@ pub fn parse(spec: &ClusterMeshSpec) -> Result<Vec<ClusterSpec>, Vec<SpecError>>
             .enumerate()
             .map(|(j, v)| parse_at(at(&format!("additionalCIDRs[{j}]")), v))
             .collect();
+        // Routed through the anchor: a /0 would take every address.
+        let anchor_ranges = service.iter().map(|net| (at("serviceCIDR"), net)).chain(
+            additional
+                .iter()
+                .enumerate()
+                .map(|(j, net)| (at(&format!("additionalCIDRs[{j}]")), net)),
+        );
+        for (field, net) in anchor_ranges {
+            if let Some(net) = net.filter(|net| net.prefix_len() == 0) {
+                error(
+                    field,
+                    format!(
+                        "{net} would route every address into this cluster; name the ranges it really serves"
+                    ),
+                );
+            }
+        }
         clusters.push((entry, pod, wireguard, service, additional));
     }
     if !errors.is_empty() {
@@ -263,6 +280,23 @@ pub(crate) mod tests {
                 "missing {want:?} in {errors:#?}"
             );
         }
+    }
+
+    #[test]
+    fn a_range_routing_every_address_through_an_anchor_is_refused() {
+        let mut b = entry("b", false, "10.2.0.0/16", "10.100.1.0/24");
+        b.additional_cidrs = vec!["192.168.0.0/16".into(), "0.0.0.0/0".into()];
+        b.service_cidr = Some("::/0".into());
+        let errors = fields(ClusterMeshSpec {
+            clusters: vec![entry("a", true, "10.1.0.0/16", "10.100.0.0/24"), b],
+        });
+        assert_eq!(
+            errors,
+            [
+                "spec.clusters[1].serviceCIDR | ::/0 would route every address into this cluster; name the ranges it really serves",
+                "spec.clusters[1].additionalCIDRs[1] | 0.0.0.0/0 would route every address into this cluster; name the ranges it really serves",
+            ]
+        );
     }
 
     #[test]

@@ -124,7 +124,7 @@ pub fn conditions(report: &Report, failing_writes: &FailingWrites) -> Vec<MeshCo
         (
             ConditionType::CIDRConflict,
             report.conflicts.iter().map(ToString::to_string).collect(),
-            "these ranges are not advertised; give each cluster its own",
+            "give each cluster its own ranges",
         ),
         (
             ConditionType::PeerConflict,

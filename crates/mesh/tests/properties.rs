@@ -56,6 +56,19 @@ fn service() -> impl Strategy<Value = Option<String>> {
     ]
 }
 
+/// A range routed through an anchor, drawn to overlap other clusters'
+/// pod, WireGuard and service ranges, or not.
+fn anchor_range() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("10.1.0.0/16".to_owned()),
+        Just("10.0.0.0/8".to_owned()),
+        Just("10.101.0.0/24".to_owned()),
+        Just("10.2.5.0/24".to_owned()),
+        Just("10.96.0.0/12".to_owned()),
+        Just("192.168.0.0/16".to_owned()),
+    ]
+}
+
 #[derive(Clone, Debug)]
 struct World {
     services: [Option<String>; 3],
@@ -186,6 +199,33 @@ proptest! {
                     let overlap = a.contains(b) || b.contains(a);
                     prop_assert!(!overlap, "{a} of {a_peer} overlaps {b} of {b_peer}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn an_edit_of_one_clusters_declared_ranges_never_costs_another_its_nodes(
+        world in world(),
+        edited in 0usize..3,
+        service in proptest::option::of(anchor_range()),
+        additional in proptest::collection::vec(anchor_range(), 0..3),
+    ) {
+        let (spec, observations) = build(&world);
+        let before = plan(&spec, &identity(), &settings(), &observations);
+        let mut edit = spec.clone();
+        edit.clusters[edited].service_cidr = service;
+        edit.clusters[edited].additional_cidrs = additional;
+        let after = plan(&edit, &identity(), &settings(), &observations);
+        prop_assume!(before.report.spec_errors.is_empty() && after.report.spec_errors.is_empty());
+        for (was, now) in before.report.clusters.iter().zip(&after.report.clusters) {
+            if was.name != NAMES[edited] {
+                prop_assert!(
+                    now.registered_peers >= was.registered_peers,
+                    "editing {} cost {} nodes: {:?}",
+                    NAMES[edited],
+                    was.name,
+                    after.report.conflicts
+                );
             }
         }
     }

@@ -37,6 +37,10 @@ async fn crd_rejects_bad_specs_with_the_rule_that_failed() {
     bad_name.name = "Cluster_B".into();
     let mut no_pod_cidrs = entry("bb", false);
     no_pod_cidrs.pod_cidrs.clear();
+    let mut everything = entry("bb", false);
+    everything.additional_cidrs = vec!["192.168.0.0/16".into(), "0.0.0.0/0".into()];
+    let mut every_service = entry("bb", false);
+    every_service.service_cidr = Some("::/0".into());
     let cases = [
         (
             "one-cluster",
@@ -72,6 +76,16 @@ async fn crd_rejects_bad_specs_with_the_rule_that_failed() {
             "no-pod-cidrs",
             vec![entry("a", true), no_pod_cidrs],
             "podCIDRs",
+        ),
+        (
+            "additional-everything",
+            vec![entry("a", true), everything],
+            "additionalCIDRs may not hold 0.0.0.0/0 or ::/0",
+        ),
+        (
+            "service-everything",
+            vec![entry("a", true), every_service],
+            "serviceCIDR may not be 0.0.0.0/0 or ::/0",
         ),
     ];
     for (name, clusters, expected) in cases {
