@@ -29,8 +29,8 @@ pub struct WriteError {
 pub async fn write_peers(
     client: &Client,
     cluster: &str,
-    apply: &[Arc<DesiredPeer>],
-    delete: &[PeerDeletion],
+    apply: Vec<Arc<DesiredPeer>>,
+    delete: Vec<PeerDeletion>,
     concurrency: usize,
 ) -> Result<usize, WriteError> {
     let api = Api::<Peer>::all(client.clone());
@@ -43,7 +43,9 @@ pub async fn write_peers(
             source,
         }
     };
-    let applies = stream::iter(apply.iter().cloned()).map(|desired| {
+    // Each planned Peer is let go once sent: a long batch does not keep a
+    // whole plan alive while later passes plan anew.
+    let applies = stream::iter(apply).map(|desired| {
         let (api, params) = (&api, &params);
         async move {
             // Built as it is sent: at scale, every Peer at once would be
@@ -59,7 +61,7 @@ pub async fn write_peers(
         .buffer_unordered(concurrency)
         .try_collect::<()>()
         .await?;
-    let deletes = stream::iter(delete.iter().cloned()).map(|deletion| {
+    let deletes = stream::iter(delete).map(|deletion| {
         let api = &api;
         async move {
             let params = DeleteParams {
@@ -113,7 +115,7 @@ pub async fn delete_labelled_peers(
         })
         .collect::<Vec<_>>();
     let count = deletions.len();
-    write_peers(client, cluster, &[], &deletions, concurrency).await?;
+    write_peers(client, cluster, Vec::new(), deletions, concurrency).await?;
     Ok(count)
 }
 

@@ -37,7 +37,10 @@ use kube::{
 };
 use tokio::{sync::mpsc, task::AbortHandle};
 
-use crate::probe::{self, ProbeFailure};
+use crate::{
+    probe::{self, ProbeFailure},
+    writer::Flights,
+};
 
 /// Where a cluster's client comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -145,15 +148,19 @@ struct Inner {
     clusters: Mutex<HashMap<ClusterSource, Arc<WatchedCluster>>>,
     users: Mutex<HashMap<ObjectRef<ClusterMesh>, BTreeSet<ClusterSource>>>,
     trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>,
+    flights: Flights,
 }
 
 impl ClusterRegistry {
-    /// A registry whose watches send the meshes to reconcile to `trigger`.
-    pub fn new(trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>) -> Self {
+    /// A registry whose watches send the meshes to reconcile to `trigger`,
+    /// but for a Peer change on a cluster where the mesh has a batch in
+    /// `flights`.
+    pub fn new(trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>, flights: Flights) -> Self {
         let inner = Inner {
             clusters: Mutex::default(),
             users: Mutex::default(),
             trigger,
+            flights,
         };
         Self {
             inner: Arc::new(inner),
@@ -195,10 +202,13 @@ impl ClusterRegistry {
 }
 
 impl Inner {
-    /// Asks for a reconcile of every mesh that uses `source`.
-    fn trigger_users(&self, source: &ClusterSource) {
+    /// Asks for a reconcile of every mesh that uses `source`; after a Peer
+    /// change (`kind`), not of a mesh whose batch there is in flight: its
+    /// writer plans again when the batch lands.
+    fn trigger_users(&self, source: &ClusterSource, kind: Kind) {
         for (mesh, sources) in lock(&self.users).iter() {
-            if sources.contains(source) {
+            let held = kind == Kind::Peers && self.flights.hold(mesh, source);
+            if sources.contains(source) && !held {
                 // The receiver lives as long as the controller; a send after
                 // it stopped has nobody to tell.
                 let _ = self.trigger.send(mesh.clone());
@@ -352,7 +362,7 @@ impl Follower {
                 let Some(registry) = self.registry.upgrade() else {
                     return;
                 };
-                registry.trigger_users(&self.source);
+                registry.trigger_users(&self.source, self.kind);
             }
         }
     }
@@ -420,7 +430,7 @@ impl Prober {
                 let Some(registry) = self.registry.upgrade() else {
                     return;
                 };
-                registry.trigger_users(&self.source);
+                registry.trigger_users(&self.source, Kind::Nodes);
             }
         }
     }

@@ -6,6 +6,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    hash::{Hash, Hasher},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,7 +18,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller, WatchStreamExt,
+        Controller, PredicateConfig, WatchStreamExt,
         controller::Action,
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
         finalizer::{self, finalizer},
@@ -39,7 +40,7 @@ use crate::{
     observe::{self, Resolved},
     rate_limit::Limits,
     removed, report,
-    writer::{Purge, Writers},
+    writer::{Flights, Purge, Writers},
 };
 
 /// How soon a pass that found a cluster still listing is retried.
@@ -139,8 +140,13 @@ pub async fn run(
         ),
     };
     let (trigger, triggers) = mpsc::unbounded_channel();
-    let controller = Controller::new(meshes, watcher::Config::default().any_semantic());
-    let mesh_store = controller.store();
+    let (mesh_store, mesh_writer) = reflector::store();
+    let mesh_events = watcher::watcher(meshes, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(mesh_writer)
+        .applied_objects()
+        .predicate_filter(mesh_input, PredicateConfig::default());
+    let controller = Controller::for_stream(mesh_events, mesh_store.clone());
 
     let (secrets, secret_writer) = reflector::store();
     let secret_events = watcher::watcher(secrets_api, watcher::Config::default())
@@ -159,16 +165,18 @@ pub async fn run(
         }
     });
 
+    let flights = Flights::default();
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
         client,
         writers: Writers::new(
             trigger.clone(),
+            flights.clone(),
             metrics.clone(),
             fence.clone(),
             settings.write_concurrency,
         ),
-        registry: ClusterRegistry::new(trigger),
+        registry: ClusterRegistry::new(trigger, flights),
         secrets,
         metrics,
         settings,
@@ -185,6 +193,21 @@ pub async fn run(
         })
         .await;
     Ok(())
+}
+
+/// What of a ClusterMesh a pass reads: a change of anything else (its
+/// status, which the passes write themselves) starts no pass.
+fn mesh_input(mesh: &ClusterMesh) -> Option<u64> {
+    let mut hasher = std::hash::DefaultHasher::new();
+    let meta = mesh.meta();
+    (
+        meta.generation,
+        &meta.annotations,
+        &meta.finalizers,
+        meta.deletion_timestamp.as_ref().map(|t| t.0.as_second()),
+    )
+        .hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Reconciles the meshes that reference a Secret whenever it changes.

@@ -8,7 +8,10 @@
 //! planned from caches that the batch in flight is changing: it is not
 //! sent; the mesh is planned again once the flight ends. A failed batch is
 //! not resent either: the mesh is planned again after a backoff (1 s,
-//! doubling up to 30 s), from what the cluster holds by then.
+//! doubling up to 30 s), from what the cluster holds by then. While a batch
+//! is in flight, the Peer changes it causes do not start passes of their
+//! own ([`Flights`]): one pass follows when it lands, so a cold start plans
+//! a few times, not once per Peer event.
 
 use std::{
     collections::HashMap,
@@ -21,10 +24,7 @@ use futures::FutureExt;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Client, runtime::reflector::ObjectRef};
 use mesh::ClusterWrites;
-use tokio::{
-    sync::{mpsc, watch},
-    task::JoinHandle,
-};
+use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
     apply,
@@ -36,6 +36,45 @@ use crate::{
 /// First wait after a failed batch; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The batches in flight, by mesh and cluster: shared with the cluster
+/// registry, which holds back the passes that a Peer change on a cluster
+/// would start while this mesh's batch there is in flight (the change is
+/// most likely that batch landing, and a pass planned now would only be
+/// dropped as stale). The worker plans again when the flight ends.
+#[derive(Clone, Default)]
+pub struct Flights {
+    /// Per mesh and credentials in flight: whether a pass was held back.
+    in_flight: Arc<Mutex<HashMap<FlightKey, bool>>>,
+}
+
+type FlightKey = (ObjectRef<ClusterMesh>, ClusterSource);
+
+impl Flights {
+    /// Whether a batch of `mesh` is in flight on `source`; if so, a pass is
+    /// owed when it ends.
+    pub fn hold(&self, mesh: &ObjectRef<ClusterMesh>, source: &ClusterSource) -> bool {
+        let mut in_flight = lock(&self.in_flight);
+        match in_flight.get_mut(&(mesh.clone(), source.clone())) {
+            Some(held) => {
+                *held = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn take_off(&self, key: &WorkerKey) {
+        lock(&self.in_flight).insert((key.mesh.clone(), key.source.clone()), false);
+    }
+
+    /// Ends a flight; returns whether a pass was held back meanwhile.
+    fn land(&self, key: &WorkerKey) -> bool {
+        lock(&self.in_flight)
+            .remove(&(key.mesh.clone(), key.source.clone()))
+            .unwrap_or(false)
+    }
+}
 
 /// What the writes of one mesh on one cluster came to.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -54,6 +93,7 @@ pub struct Writers {
     /// Removals of a mesh's Peers from clusters that left it.
     purges: Mutex<HashMap<(ObjectRef<ClusterMesh>, String), PurgeAttempts>>,
     trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>,
+    flights: Flights,
     metrics: Arc<Metrics>,
     fence: Fence,
     concurrency: usize,
@@ -85,7 +125,7 @@ struct WorkerKey {
 }
 
 struct Worker {
-    batches: watch::Sender<Option<Arc<ClusterWrites>>>,
+    batches: mpsc::UnboundedSender<ClusterWrites>,
     outcome: Arc<Mutex<Outcome>>,
     task: JoinHandle<()>,
 }
@@ -95,6 +135,7 @@ impl Writers {
     /// at most `concurrency` requests at a time each.
     pub fn new(
         trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>,
+        flights: Flights,
         metrics: Arc<Metrics>,
         fence: Fence,
         concurrency: usize,
@@ -104,14 +145,15 @@ impl Writers {
             stopping: Mutex::default(),
             purges: Mutex::default(),
             trigger,
+            flights,
             metrics,
             fence,
             concurrency,
         }
     }
 
-    /// Hands `writes` to the worker of `mesh` on `cluster`, started if new.
-    /// Returns at once.
+    /// Hands `writes` to the worker of `mesh` on `cluster`, started if new,
+    /// unless a batch is in flight there. Returns at once.
     pub fn submit(
         &self,
         mesh: &ObjectRef<ClusterMesh>,
@@ -119,6 +161,12 @@ impl Writers {
         watched: &WatchedCluster,
         writes: ClusterWrites,
     ) {
+        // A batch in flight there: these writes are stale before they
+        // could be sent. Not kept (at scale, a whole plan's Peers): the
+        // worker plans again when its batch lands.
+        if self.flights.hold(mesh, &watched.source) {
+            return;
+        }
         let key = WorkerKey {
             mesh: mesh.clone(),
             cluster: cluster.to_owned(),
@@ -128,7 +176,8 @@ impl Writers {
         let worker = workers
             .entry(key)
             .or_insert_with_key(|key| self.start(key, watched.client.clone()));
-        worker.batches.send_replace(Some(Arc::new(writes)));
+        // The worker lives until its sender is dropped.
+        let _ = worker.batches.send(writes);
     }
 
     /// The outcome so far of the writes of `mesh` on `cluster` through the
@@ -261,13 +310,14 @@ impl Writers {
     }
 
     fn start(&self, key: &WorkerKey, client: Client) -> Worker {
-        let (batches, receiver) = watch::channel(None);
+        let (batches, receiver) = mpsc::unbounded_channel();
         let outcome = Arc::new(Mutex::new(Outcome::default()));
         let sender = Sender {
             key: key.clone(),
             client,
             outcome: outcome.clone(),
             trigger: self.trigger.clone(),
+            flights: self.flights.clone(),
             metrics: self.metrics.clone(),
             fence: self.fence.clone(),
             concurrency: self.concurrency,
@@ -295,22 +345,26 @@ struct Sender {
     client: Client,
     outcome: Arc<Mutex<Outcome>>,
     trigger: mpsc::UnboundedSender<ObjectRef<ClusterMesh>>,
+    flights: Flights,
     metrics: Arc<Metrics>,
     fence: Fence,
     concurrency: usize,
 }
 
 impl Sender {
-    async fn work(self, mut batches: watch::Receiver<Option<Arc<ClusterWrites>>>) {
+    async fn work(self, mut batches: mpsc::UnboundedReceiver<ClusterWrites>) {
         let mut backoff = FIRST_BACKOFF;
-        while batches.changed().await.is_ok() {
-            let Some(writes) = batches.borrow_and_update().clone() else {
-                continue;
-            };
-            let result = self.send(&writes).await;
-            // Planned while this batch was in flight: plan again instead.
-            let stale = batches.has_changed().unwrap_or(false);
-            batches.mark_unchanged();
+        while let Some(mut writes) = batches.recv().await {
+            // Handed over while this worker was idle: the newest plan wins.
+            while let Ok(newer) = batches.try_recv() {
+                writes = newer;
+            }
+            self.flights.take_off(&self.key);
+            let result = self.send(writes).await;
+            let held = self.flights.land(&self.key);
+            // Planned, or held back, while this batch was in flight: plan
+            // again instead.
+            let stale = drain(&mut batches) || held;
             match result {
                 Ok(()) => {
                     let recovered = {
@@ -337,7 +391,7 @@ impl Sender {
                     self.replan();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    batches.mark_unchanged();
+                    drain(&mut batches);
                     self.replan();
                 }
             }
@@ -345,7 +399,7 @@ impl Sender {
     }
 
     /// Sends one batch, if this replica still leads.
-    async fn send(&self, writes: &ClusterWrites) -> Result<(), String> {
+    async fn send(&self, writes: ClusterWrites) -> Result<(), String> {
         self.fence
             .check()
             .await
@@ -367,8 +421,8 @@ impl Sender {
         apply::write_peers(
             &self.client,
             cluster,
-            &writes.apply,
-            &writes.delete,
+            writes.apply,
+            writes.delete,
             self.concurrency,
         )
         .await
@@ -382,6 +436,15 @@ impl Sender {
         // stopped has nobody to tell.
         let _ = self.trigger.send(self.key.mesh.clone());
     }
+}
+
+/// Drops the batches waiting; returns whether there were any.
+fn drain(batches: &mut mpsc::UnboundedReceiver<ClusterWrites>) -> bool {
+    let mut any = false;
+    while batches.try_recv().is_ok() {
+        any = true;
+    }
+    any
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
