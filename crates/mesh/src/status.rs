@@ -19,6 +19,23 @@ pub struct MeshCondition {
     pub message: String,
 }
 
+impl MeshCondition {
+    /// A condition that is True while `items` lists something: then its
+    /// reason is its type and its message the items; else `ok_reason`.
+    pub fn listing(type_: ConditionType, items: &[String], ok_reason: &str) -> Self {
+        Self {
+            type_,
+            status: !items.is_empty(),
+            reason: if items.is_empty() {
+                ok_reason.to_owned()
+            } else {
+                type_.to_string()
+            },
+            message: items.join("; "),
+        }
+    }
+}
+
 /// Per cluster: why its Peer writes fail, while they do.
 pub type FailingWrites = BTreeMap<String, String>;
 

@@ -144,16 +144,7 @@ pub fn condition(pending: &[Pending], timeout: Duration) -> MeshCondition {
             )
         })
         .collect();
-    MeshCondition {
-        type_: ConditionType::CleanupPending,
-        status: !items.is_empty(),
-        reason: if items.is_empty() {
-            "NoCleanupPending".into()
-        } else {
-            "CleanupPending".into()
-        },
-        message: items.join("; "),
-    }
+    MeshCondition::listing(ConditionType::CleanupPending, &items, "NoCleanupPending")
 }
 
 #[cfg(test)]

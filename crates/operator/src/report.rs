@@ -127,16 +127,11 @@ fn credentials_expiring(
             })
         })
         .collect();
-    MeshCondition {
-        type_: ConditionType::CredentialsExpiring,
-        status: !expiring.is_empty(),
-        reason: if expiring.is_empty() {
-            "CredentialsValid".into()
-        } else {
-            "CredentialsExpiring".into()
-        },
-        message: expiring.join("; "),
-    }
+    MeshCondition::listing(
+        ConditionType::CredentialsExpiring,
+        &expiring,
+        "CredentialsValid",
+    )
 }
 
 /// How long until some cluster's token enters the warning window, so the
