@@ -1,5 +1,7 @@
 //! CIDRs: parsing in canonical form, containment, overlap.
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 
 /// Why a string is not a usable CIDR.
@@ -30,6 +32,19 @@ pub fn contains(outer: &IpNet, inner: &IpNet) -> bool {
 /// True when two CIDRs share an address: for CIDRs, one contains the other.
 pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
+}
+
+/// `range` without the addresses `holes`: the fewest CIDRs that cover the
+/// rest (none for a host route that is a hole).
+pub fn exclude(range: IpNet, holes: &[IpAddr]) -> Vec<IpNet> {
+    if !holes.iter().any(|hole| range.contains(hole)) {
+        return vec![range];
+    }
+    match range.subnets(range.prefix_len() + 1) {
+        Ok(halves) => halves.flat_map(|half| exclude(half, holes)).collect(),
+        // A host route, and a hole.
+        Err(_) => vec![],
+    }
 }
 
 /// The single-address CIDR of `net`'s address (`/32` or `/128`).
@@ -97,5 +112,17 @@ mod tests {
             vec![net("0.0.0.0/0")]
         );
         assert!(covering([]).is_empty());
+    }
+
+    #[test]
+    fn excluding_addresses_keeps_the_fewest_cidrs_around_them() {
+        let holes: Vec<IpAddr> = vec!["192.168.1.10".parse().unwrap(), "10.0.0.1".parse().unwrap()];
+        let rest = exclude(net("192.168.0.0/16"), &holes);
+        assert_eq!(rest.len(), 16, "{rest:?}");
+        assert!(rest.iter().all(|r| !r.contains(&holes[0])));
+        let covered: u32 = rest.iter().map(|r| 1u32 << (32 - r.prefix_len())).sum();
+        assert_eq!(covered, 65_535, "every address but the hole");
+        assert_eq!(exclude(net("10.2.0.0/16"), &holes), [net("10.2.0.0/16")]);
+        assert!(exclude(net("10.0.0.1/32"), &holes).is_empty());
     }
 }

@@ -51,6 +51,12 @@ pub enum SkipReason {
         cidr: String,
         holder: String,
     },
+    /// Its endpoint lies in a range its Peer would route: the tunnel's own
+    /// packets would be sent into the tunnel.
+    EndpointInsideRoutes {
+        endpoint: String,
+        range: String,
+    },
 }
 
 impl SkipReason {
@@ -72,6 +78,7 @@ impl SkipReason {
             Self::DuplicateKey(_) => "DuplicateKey",
             Self::DuplicateWireGuardIP(_) => "DuplicateWireGuardIP",
             Self::PodCIDROverlapsNode { .. } => "PodCIDROverlapsNode",
+            Self::EndpointInsideRoutes { .. } => "EndpointInsideRoutes",
         }
     }
 
@@ -124,6 +131,10 @@ impl SkipReason {
             ),
             Self::PodCIDROverlapsNode { cidr, holder } => format!(
                 "{it}: pod CIDR {cidr} overlaps one of the older node {holder}; give each node its own spec.podCIDRs"
+            ),
+            Self::EndpointInsideRoutes { endpoint, range } => format!(
+                "{it}: its endpoint {endpoint} lies in {range}, which its Peer routes: the tunnel would carry its own packets; \
+                 give the node an endpoint outside its pod and WireGuard ranges (kilo.squat.ai/force-endpoint)"
             ),
         }
     }
@@ -214,10 +225,20 @@ pub fn check(
                 .iter()
                 .any(|a| contains(a, ip) && advertised(a))
         });
+        // Its own endpoint is never routed into its own tunnel.
+        let inside = inside.filter(|ip| endpoint_ip(&endpoint).is_none_or(|e| !ip.contains(&e)));
         allowed_ips.extend(inside);
     }
     if allowed_ips.is_empty() {
         return Err(SkipReason::RangesInConflict);
+    }
+    let own_endpoint = endpoint_ip(&endpoint)
+        .and_then(|ip| Some((ip, allowed_ips.iter().find(|range| range.contains(&ip))?)));
+    if let Some((ip, range)) = own_endpoint {
+        return Err(SkipReason::EndpointInsideRoutes {
+            endpoint: ip.to_string(),
+            range: range.to_string(),
+        });
     }
     let keepalive = get(annotation::PERSISTENT_KEEPALIVE)
         .and_then(|v| v.parse::<i32>().ok())
@@ -233,6 +254,11 @@ pub fn check(
         wireguard_ip: wireguard,
         created: node.created,
     })
+}
+
+/// The address of an endpoint given as an IP (not as a DNS name).
+pub fn endpoint_ip(endpoint: &PeerEndpoint) -> Option<std::net::IpAddr> {
+    endpoint.dns_or_ip.ip.as_deref()?.parse().ok()
 }
 
 /// True when the cluster's Kilo says it runs with location granularity.

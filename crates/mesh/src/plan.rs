@@ -10,7 +10,7 @@ use api::{ClusterMeshSpec, PeerSpec};
 use ipnet::IpNet;
 
 use crate::{
-    anchor, claims,
+    anchor, cidr, claims,
     conflict::{self, Conflict},
     identity::{
         ANCHOR_LABEL, CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MESH_ANNOTATION, MESH_LABEL,
@@ -200,6 +200,21 @@ pub fn plan(
         );
         sources.insert(cluster.name.clone(), source);
         reports.push(report);
+    }
+    // No tunnel carries a tunnel's own packets: an anchor's service and
+    // additional ranges are narrowed around every endpoint of the mesh
+    // (a host network that holds the nodes' endpoints, say).
+    let endpoints: Vec<std::net::IpAddr> = sources
+        .values()
+        .flat_map(|s| s.eligible.values())
+        .filter_map(|node| node::endpoint_ip(&node.endpoint))
+        .collect();
+    for source in sources.values_mut() {
+        source.anchor_ranges = source
+            .anchor_ranges
+            .iter()
+            .flat_map(|range| cidr::exclude(*range, &endpoints))
+            .collect();
     }
 
     // A node's Peer is the same on every other cluster: built once, shared.

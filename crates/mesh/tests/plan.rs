@@ -396,6 +396,56 @@ fn two_entries_reaching_one_cluster_are_refused_naming_both() {
     );
 }
 
+#[test]
+fn no_tunnel_routes_an_endpoint_of_the_mesh() {
+    let mut spec = spec();
+    // b's host network holds every node's endpoint (192.0.2.x).
+    spec.clusters[1].additional_cidrs = vec!["192.0.2.0/24".into()];
+    let mut observations = fresh(2);
+    // c's node-1 announces an endpoint inside its own pod range.
+    view_mut(&mut observations, "c").nodes[1]
+        .annotations
+        .insert("kilo.squat.ai/endpoint".into(), "10.3.1.7:51820".into());
+    let plan = plan(&spec, &identity(), &settings(), &observations);
+    let endpoints: Vec<std::net::IpAddr> = plan
+        .desired
+        .values()
+        .flat_map(|peers| peers.values())
+        .filter_map(|p| {
+            p.spec
+                .endpoint
+                .as_ref()?
+                .dns_or_ip
+                .ip
+                .as_deref()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    for peer in plan.desired.values().flat_map(|peers| peers.values()) {
+        for range in &peer.spec.allowed_ips {
+            let range: ipnet::IpNet = range.parse().unwrap();
+            assert!(
+                endpoints.iter().all(|e| !range.contains(e)),
+                "{} routes {range}, which holds an endpoint",
+                peer.name
+            );
+        }
+    }
+    let b_anchor = &plan.desired["a"]["b.node-0"];
+    assert!(
+        b_anchor
+            .spec
+            .allowed_ips
+            .contains(&"192.0.2.128/25".to_owned()),
+        "the rest of the host network is still routed: {:?}",
+        b_anchor.spec.allowed_ips
+    );
+    let c = status(&plan.report, &no_failures()).clusters[2].clone();
+    assert_eq!(c.skipped[0].name, "node-1");
+    assert_eq!(c.skipped[0].reason, "EndpointInsideRoutes");
+}
+
 /// The names of the Peers `writes` deletes.
 fn deleted(writes: &mesh::ClusterWrites) -> Vec<&str> {
     writes.delete.iter().map(|d| d.name.as_str()).collect()
