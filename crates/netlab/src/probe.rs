@@ -8,7 +8,7 @@ use std::{
     process::Stdio,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -314,6 +314,7 @@ impl ContinuousPing {
 /// Requests to a service, one every `interval`, in the background.
 pub struct ContinuousFetch {
     stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<Vec<(Instant, Result<String, String>)>>,
 }
 
@@ -331,8 +332,13 @@ pub struct Gaps {
 impl ContinuousFetch {
     pub fn start(tool: &Path, from: &str, service_ip: Ipv4Addr, interval: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let (tool, from, flag): (PathBuf, String, _) =
-            (tool.to_owned(), from.to_owned(), stop.clone());
+        let answered = Arc::new(AtomicUsize::new(0));
+        let (tool, from, flag, count): (PathBuf, String, _, _) = (
+            tool.to_owned(),
+            from.to_owned(),
+            stop.clone(),
+            answered.clone(),
+        );
         let task = tokio::spawn(async move {
             let mut results = Vec::new();
             // Bounded: at most ten minutes of requests.
@@ -343,12 +349,24 @@ impl ContinuousFetch {
                 let reply = fetch_with(&tool, &from, service_ip)
                     .await
                     .map_err(|e| format!("{e:#}"));
+                if reply.is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
                 results.push((Instant::now(), reply));
                 tokio::time::sleep(interval).await;
             }
             results
         });
-        Self { stop, task }
+        Self {
+            stop,
+            answered,
+            task,
+        }
+    }
+
+    /// How many requests were answered so far.
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::Relaxed)
     }
 
     pub async fn stop(self) -> Gaps {

@@ -330,7 +330,15 @@ async fn scenarios(
     )
     .await?;
     service_answers(mesh, "kcmlab-c1-p1", b_service).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Until the fetcher too is answered through the new anchor: a request
+    // caught in the move waits out its timeout first.
+    let before = requests.answered();
+    within(
+        Duration::from_secs(30),
+        "an answer through the new anchor",
+        || async { (requests.answered() > before).then_some(()) },
+    )
+    .await?;
     let gaps = requests.stop().await;
     eprintln!("anchor {anchor} -> {moved}: {gaps:?}");
     anyhow::ensure!(
