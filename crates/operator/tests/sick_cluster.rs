@@ -70,9 +70,9 @@ async fn a_blackholed_remote_is_reported_and_the_others_converge_without_it() {
             .is_some_and(|m| m.contains("did not answer within"))
     })
     .await;
-    eprintln!(
-        "figure: blackholed remote reported unreachable after {:.1} s",
-        blackholed.elapsed().as_secs_f64()
+    figure(
+        "blackholed remote reported unreachable after {} s",
+        blackholed,
     );
 
     // The others follow a change as if b were healthy.
@@ -82,9 +82,9 @@ async fn a_blackholed_remote_is_reported_and_the_others_converge_without_it() {
         peer_names(&planes[0]).await == ["b.node-0", "c.node-0", "c.node-1"]
     })
     .await;
-    eprintln!(
-        "figure: node added on c reached a in {:.2} s while b is blackholed",
-        added.elapsed().as_secs_f64()
+    figure(
+        "node added on c reached a in {} s while b is blackholed",
+        added,
     );
     let ready = condition(&mesh_status(&planes[0], "mesh").await, "Ready").cloned();
     assert!(
@@ -98,10 +98,7 @@ async fn a_blackholed_remote_is_reported_and_the_others_converge_without_it() {
         unreachable_message(&planes[0], "b").await.is_none()
     })
     .await;
-    eprintln!(
-        "figure: healed remote reachable after {:.1} s",
-        healed.elapsed().as_secs_f64()
-    );
+    figure("healed remote reachable after {} s", healed);
     eventually("c's new node on b", CONVERGE, || async {
         peer_names(&planes[1]).await == ["a.node-0", "c.node-0", "c.node-1"]
     })
@@ -111,6 +108,13 @@ async fn a_blackholed_remote_is_reported_and_the_others_converge_without_it() {
         ["a.node-0", "b.node-0"],
         "b's Peer kept on c throughout"
     );
+}
+
+/// Prints a figure the test measured: `what`, with `{}` standing for the
+/// seconds since `since`.
+fn figure(what: &str, since: Instant) {
+    let seconds = format!("{:.2}", since.elapsed().as_secs_f64());
+    eprintln!("figure: {}", what.replacen("{}", &seconds, 1));
 }
 
 /// Whether the status still calls cluster `name` reachable.
@@ -136,9 +140,9 @@ async fn a_hung_remote_holds_up_only_its_own_writes() {
             peer_names(&planes[0]).await == on_a
         })
         .await;
-        eprintln!(
-            "figure: node {i} added on c reached a in {:.2} s while b hangs",
-            added.elapsed().as_secs_f64()
+        figure(
+            &format!("node {i} added on c reached a in {{}} s while b hangs"),
+            added,
         );
     }
     // Both passes ended without waiting for b: they were done before the
@@ -172,18 +176,12 @@ async fn a_slow_remote_is_written_late_and_slows_no_other() {
         peer_names(&planes[0]).await == ["b.node-0", "c.node-0", "c.node-1"]
     })
     .await;
-    eprintln!(
-        "figure: node added on c reached a in {:.2} s while b is slow",
-        added.elapsed().as_secs_f64()
-    );
+    figure("node added on c reached a in {} s while b is slow", added);
     eventually("c.node-1 on the slow b", CONVERGE, || async {
         peer_names(&planes[1]).await == ["a.node-0", "c.node-0", "c.node-1"]
     })
     .await;
-    eprintln!(
-        "figure: and reached the slow b in {:.2} s",
-        added.elapsed().as_secs_f64()
-    );
+    figure("and reached the slow b in {} s", added);
     let status = mesh_status(&planes[0], "mesh").await;
     assert!(
         status.clusters.iter().all(|c| c.reachable),
@@ -214,10 +212,7 @@ async fn a_revoked_token_is_credentials_invalid_while_old_watches_stream() {
         })
     })
     .await;
-    eprintln!(
-        "figure: revoked token reported after {:.1} s",
-        revoked.elapsed().as_secs_f64()
-    );
+    figure("revoked token reported after {} s", revoked);
     assert_eq!(
         peer_names(&planes[0]).await,
         ["b.node-0", "c.node-0"],
@@ -315,20 +310,14 @@ async fn an_etcd_restart_under_a_remote_keeps_every_peer() {
     let before = (peer_names(&planes[0]).await, peer_names(&planes[2]).await);
     let restarted = Instant::now();
     planes[1].restart_etcd().await.unwrap();
-    eprintln!(
-        "figure: b's etcd restarted, API server ready in {:.1} s",
-        restarted.elapsed().as_secs_f64()
-    );
+    figure("b's etcd restarted, API server ready in {} s", restarted);
     eventually("b reachable and the mesh Ready", CONVERGE, || async {
         let status = mesh_status(&planes[0], "mesh").await;
         status.clusters.iter().all(|c| c.reachable)
             && condition(&status, "Ready").is_some_and(|c| c.status == "True")
     })
     .await;
-    eprintln!(
-        "figure: Ready again {:.1} s after the restart began",
-        restarted.elapsed().as_secs_f64()
-    );
+    figure("Ready again {} s after the restart began", restarted);
     assert_eq!(
         (peer_names(&planes[0]).await, peer_names(&planes[2]).await),
         before,
