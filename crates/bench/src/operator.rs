@@ -93,6 +93,9 @@ impl Operator {
             .arg(format!("--kube-api-qps={QPS}"))
             .arg(format!("--kube-api-burst={}", 2 * QPS))
             .arg(format!("--write-concurrency={WRITE_CONCURRENCY}"))
+            // The fleet's nodes check in only during the churn scenario:
+            // none may count as silent over a whole run.
+            .arg("--node-check-in-grace=24h")
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
             .env("POD_NAME", "bench-operator")

@@ -27,7 +27,7 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{node::check, node::tests::node, spec::ClusterSpec};
+    use crate::{node::tests::check_full, node::tests::node, spec::ClusterSpec};
 
     fn eligible(nodes: &[(&str, bool, bool)]) -> BTreeMap<String, EligibleNode> {
         let cluster = ClusterSpec {
@@ -52,7 +52,7 @@ mod tests {
                     view.annotations
                         .insert("kilo.squat.ai/leader".into(), "true".into());
                 }
-                let node = check(&view, &cluster, &BTreeSet::new(), false, None).unwrap();
+                let node = check_full(&view, &cluster, &BTreeSet::new(), false, None).unwrap();
                 (name.to_string(), node)
             })
             .collect()

@@ -45,7 +45,7 @@ pub fn settle(
                 .iter()
                 .find_map(|range| ranges.holder(range).map(|older| (range, older)))
                 .map(|(range, older)| {
-                    if *range == node.wireguard_ip {
+                    if Some(*range) == node.wireguard_ip {
                         SkipReason::DuplicateWireGuardIP(older.to_owned())
                     } else {
                         SkipReason::PodCIDROverlapsNode {
@@ -117,7 +117,7 @@ impl Ranges {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{node::check, node::tests::node, spec::ClusterSpec};
+    use crate::{node::tests::check_full, node::tests::node, spec::ClusterSpec};
 
     fn cluster(name: &str, pod: &str, wireguard: &str) -> ClusterSpec {
         ClusterSpec {
@@ -141,7 +141,7 @@ mod tests {
                 view.annotations
                     .insert(crate::node::annotation::KEY.into(), (*key).into());
                 view.created = *created;
-                let checked = check(&view, cluster, &Default::default(), false, None).unwrap();
+                let checked = check_full(&view, cluster, &Default::default(), false, None).unwrap();
                 (name.to_string(), checked)
             })
             .collect()

@@ -14,6 +14,7 @@ pub enum ConditionType {
     CIDRConflict,
     PeerConflict,
     NodesSkipped,
+    EndpointsUnresolvable,
     CredentialsExpiring,
     CleanupPending,
     Ready,
@@ -21,7 +22,7 @@ pub enum ConditionType {
 
 impl ConditionType {
     /// Every type, in the order the status lists them.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::InvalidSpec,
         Self::CredentialsInvalid,
         Self::ClustersUnreachable,
@@ -29,6 +30,7 @@ impl ConditionType {
         Self::CIDRConflict,
         Self::PeerConflict,
         Self::NodesSkipped,
+        Self::EndpointsUnresolvable,
         Self::CredentialsExpiring,
         Self::CleanupPending,
         Self::Ready,
@@ -43,6 +45,7 @@ impl ConditionType {
             Self::CIDRConflict => "CIDRConflict",
             Self::PeerConflict => "PeerConflict",
             Self::NodesSkipped => "NodesSkipped",
+            Self::EndpointsUnresolvable => "EndpointsUnresolvable",
             Self::CredentialsExpiring => "CredentialsExpiring",
             Self::CleanupPending => "CleanupPending",
             Self::Ready => "Ready",
@@ -59,7 +62,11 @@ impl ConditionType {
     pub const fn blocks_ready(self) -> bool {
         !matches!(
             self,
-            Self::NodesSkipped | Self::CredentialsExpiring | Self::CleanupPending | Self::Ready
+            Self::NodesSkipped
+                | Self::EndpointsUnresolvable
+                | Self::CredentialsExpiring
+                | Self::CleanupPending
+                | Self::Ready
         )
     }
 
@@ -71,6 +78,7 @@ impl ConditionType {
             Self::InvalidSpec
                 | Self::CIDRConflict
                 | Self::PeerConflict
+                | Self::EndpointsUnresolvable
                 | Self::CredentialsExpiring
                 | Self::CleanupPending
         )

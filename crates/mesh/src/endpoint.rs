@@ -1,8 +1,68 @@
-//! Kilo's endpoint annotation (`host:port`) as a Peer endpoint.
+//! Kilo's endpoint annotation (`host:port`) as a Peer endpoint, and what
+//! becomes of a DNS name in it.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv6Addr},
+};
 
 use api::{DnsOrIp, PeerEndpoint, is_dns1123_subdomain};
+
+/// What the Peers of a node whose endpoint is a DNS name carry
+/// (`--endpoint-dns`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EndpointDns {
+    /// The address the operator resolved: one name that stops resolving
+    /// costs only that node, never kg's whole configuration on a cluster.
+    #[default]
+    Resolve,
+    /// The name, as Kilo writes it: kg on each cluster resolves it at every
+    /// apply, and one name it cannot resolve stops that apply altogether.
+    Keep,
+}
+
+/// What the operator's resolver found for one name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// The last address it resolved to, kept while lookups fail.
+    pub address: Option<IpAddr>,
+    /// Why the latest lookup failed; `None` when it succeeded.
+    pub error: Option<String>,
+}
+
+/// Every DNS name of an endpoint the resolver has looked up.
+pub type DnsAnswers = BTreeMap<String, DnsAnswer>;
+
+/// The DNS name of an endpoint, if it is given as one.
+pub fn dns_name(endpoint: &PeerEndpoint) -> Option<&str> {
+    endpoint.dns_or_ip.dns.as_deref()
+}
+
+/// The endpoint a Peer carries under `policy`: with `Resolve`, a name
+/// becomes the address it last resolved to; `Err` holds why there is none.
+pub fn under_policy(
+    endpoint: PeerEndpoint,
+    policy: EndpointDns,
+    answers: &DnsAnswers,
+) -> Result<PeerEndpoint, Option<String>> {
+    let Some(name) = dns_name(&endpoint) else {
+        return Ok(endpoint);
+    };
+    if policy == EndpointDns::Keep {
+        return Ok(endpoint);
+    }
+    let answer = answers.get(name);
+    match answer.and_then(|a| a.address) {
+        Some(address) => Ok(PeerEndpoint {
+            dns_or_ip: DnsOrIp {
+                dns: None,
+                ip: Some(address.to_string()),
+            },
+            port: endpoint.port,
+        }),
+        None => Err(answer.and_then(|a| a.error.clone())),
+    }
+}
 
 /// Parses `192.0.2.1:51820`, `[2001:db8::1]:51820` or `node.example.com:51820`
 /// as Kilo does (Go's `SplitHostPort`, then an IP or a DNS-1123 subdomain,

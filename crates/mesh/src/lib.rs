@@ -25,19 +25,23 @@ mod naming;
 mod node;
 mod observe;
 mod plan;
+mod segment;
 mod spec;
 mod status;
 
 pub use cidr::covering;
 pub use condition::ConditionType;
 pub use conflict::Conflict;
+pub use endpoint::{DnsAnswer, DnsAnswers, EndpointDns};
 pub use events::{MeshEvent, transitions};
 pub use identity::{
     ANCHOR_LABEL, CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MESH_ANNOTATION, MESH_LABEL,
     MeshIdentity, NODE_ANNOTATION,
 };
 pub use naming::peer_name;
-pub use node::{SkipReason, annotation};
+pub use node::{
+    KILO_READY_WITHIN_SECONDS, Liveness, REGION_LABEL, SkipReason, annotation, endpoint_name,
+};
 pub use observe::{ClusterView, NodeView, Observation, ObservedPeer, Unreachable};
 pub use plan::{
     ClusterReport, ClusterWrites, DesiredPeer, PeerConflict, PeerDeletion, Plan, Report, Settings,

@@ -9,6 +9,7 @@ use crate::{
     cidr::{contains, host_route, parse_canonical},
     endpoint,
     observe::NodeView,
+    plan::Settings,
     spec::ClusterSpec,
 };
 
@@ -23,13 +24,26 @@ pub mod annotation {
     pub const PERSISTENT_KEEPALIVE: &str = "kilo.squat.ai/persistent-keepalive";
     pub const LEADER: &str = "kilo.squat.ai/leader";
     pub const GRANULARITY: &str = "kilo.squat.ai/granularity";
+    pub const LOCATION: &str = "kilo.squat.ai/location";
+    pub const LAST_SEEN: &str = "kilo.squat.ai/last-seen";
 }
+
+/// The label Kilo reads a node's location from when it has no
+/// `kilo.squat.ai/location` annotation.
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+
+/// Keepalive of a Peer without endpoint when neither the node nor the
+/// operator gives one: Kilo reads a non-zero keepalive as "behind NAT, may
+/// roam", and re-applies every resync for a Peer with neither.
+pub const NAT_KEEPALIVE_SECONDS: i32 = 25;
 
 /// Why a node is not peered.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SkipReason {
     MissingKey,
     InvalidKey(String),
+    /// In a `location` cluster, Kilo does not count a node without an
+    /// endpoint as ready.
     MissingEndpoint,
     InvalidEndpoint(String),
     MissingPodCIDR,
@@ -38,8 +52,21 @@ pub enum SkipReason {
     MissingWireGuardIP,
     InvalidWireGuardIP(String),
     WireGuardIPOutsideCluster(String),
-    /// The cluster's Kilo runs with `--mesh-granularity=location`.
-    LocationGranularity,
+    /// Its Kilo agent last checked in (`kilo.squat.ai/last-seen`, Unix
+    /// seconds) longer ago than Kilo's readiness window and the grace.
+    NotCheckingIn {
+        last_seen: i64,
+    },
+    /// Its location's leader (Kilo's choice) cannot be peered, and only the
+    /// leader holds the location's tunnel.
+    LeaderNotPeered {
+        leader: String,
+    },
+    /// `--endpoint-dns=resolve`, and its endpoint's name never resolved.
+    EndpointUnresolvable {
+        name: String,
+        error: Option<String>,
+    },
     /// Every range the node would route overlaps another cluster's.
     RangesInConflict,
     /// An older node (cluster/node) has the same WireGuard public key.
@@ -73,7 +100,9 @@ impl SkipReason {
             Self::MissingWireGuardIP => "MissingWireGuardIP",
             Self::InvalidWireGuardIP(_) => "InvalidWireGuardIP",
             Self::WireGuardIPOutsideCluster(_) => "WireGuardIPOutsideCluster",
-            Self::LocationGranularity => "LocationGranularity",
+            Self::NotCheckingIn { .. } => "NotCheckingIn",
+            Self::LeaderNotPeered { .. } => "LeaderNotPeered",
+            Self::EndpointUnresolvable { .. } => "EndpointUnresolvable",
             Self::RangesInConflict => "RangesInConflict",
             Self::DuplicateKey(_) => "DuplicateKey",
             Self::DuplicateWireGuardIP(_) => "DuplicateWireGuardIP",
@@ -94,7 +123,8 @@ impl SkipReason {
             }
             Self::MissingEndpoint => {
                 format!(
-                    "{it} has no kilo.squat.ai/endpoint: is Kilo running on it? Set kilo.squat.ai/force-endpoint to host:port if it cannot find its own"
+                    "{it} has no kilo.squat.ai/endpoint, and Kilo with location granularity does not count such a node as ready: \
+                     is Kilo running on it? Set kilo.squat.ai/force-endpoint to host:port if it cannot find its own"
                 )
             }
             Self::InvalidEndpoint(value) => {
@@ -116,8 +146,19 @@ impl SkipReason {
             Self::WireGuardIPOutsideCluster(value) => format!(
                 "{it}: WireGuard IP {value} lies outside the cluster's wireguardCIDR; set Kilo's --subnet and spec.clusters[].wireguardCIDR to the same range"
             ),
-            Self::LocationGranularity => format!(
-                "{it}: Kilo runs with --mesh-granularity=location, where one Peer per node would mis-route; run Kilo with --mesh-granularity=full (or cross)"
+            Self::NotCheckingIn { last_seen } => format!(
+                "{it}: its Kilo agent last checked in at {} (kilo.squat.ai/last-seen), so Kilo counts it as not ready; \
+                 it is peered again as soon as kg checks in (is kg running on it?)",
+                unix_time(*last_seen)
+            ),
+            Self::EndpointUnresolvable { name, error } => format!(
+                "{it}: its endpoint's name {name} has not resolved on the operator ({}); \
+                 it is peered as soon as it does. Fix the name, or give the node an IP endpoint (kilo.squat.ai/force-endpoint)",
+                error.as_deref().unwrap_or("not looked up yet")
+            ),
+            Self::LeaderNotPeered { leader } => format!(
+                "{it}: the leader of its location, {leader}, cannot be peered (see its own reason), and only a leader carries its location's traffic; \
+                 fix {leader} or make another node leader with the kilo.squat.ai/leader annotation"
             ),
             Self::RangesInConflict => format!(
                 "{it}: every range it would route overlaps another cluster's (see the CIDRConflict condition)"
@@ -140,22 +181,102 @@ impl SkipReason {
     }
 }
 
-/// A node that can be peered.
+/// A node that can be peered, or (`location` granularity) a location whose
+/// leader can: what one Peer describes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EligibleNode {
+    /// The node's name, or the location's segment name
+    /// ([`crate::segment::location_name`]).
     pub name: String,
     pub key: WireGuardKey,
-    pub endpoint: PeerEndpoint,
+    /// `None` for a node behind NAT: the other side learns its address when
+    /// it calls in.
+    pub endpoint: Option<PeerEndpoint>,
     /// Routes of its Peer, sorted: pod CIDRs, WireGuard IP, internal IP.
     pub allowed_ips: Vec<IpNet>,
     pub persistent_keepalive: Option<i32>,
     pub ready: bool,
     pub leader: bool,
     /// Its WireGuard IP as a host route (also in `allowed_ips` unless the
-    /// cluster's WireGuard range is in conflict).
-    pub wireguard_ip: IpNet,
+    /// cluster's WireGuard range is in conflict). Kilo gives one to leaders
+    /// only: with `location` granularity the other nodes have none.
+    pub wireguard_ip: Option<IpNet>,
+    /// Its `kilo.squat.ai/internal-ip` (`force-internal-ip` first), whether
+    /// routed or not: with `location` granularity a node without one is a
+    /// location of its own.
+    pub internal_ip: Option<IpNet>,
+    /// Its location: the `kilo.squat.ai/location` annotation, else the
+    /// region label.
+    pub location: String,
     /// When its Node was created (Unix seconds).
     pub created: i64,
+    /// The nodes whose traffic its Peer carries, sorted: the node itself, or
+    /// every peered node of the location.
+    pub members: Vec<String>,
+    /// The DNS name its endpoint annotation gives, if any (with
+    /// `--endpoint-dns=resolve`, `endpoint` holds the address instead).
+    pub endpoint_name: Option<String>,
+}
+
+/// Kilo's idea of a live node: its agent rewrites `kilo.squat.ai/last-seen`
+/// every 30 s, and Kilo counts a node as ready while that is under
+/// [`KILO_READY_WITHIN_SECONDS`] old.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    /// The time of the pass (Unix seconds).
+    pub now: i64,
+    /// How long after its last check-in a node stops being peered: Kilo's
+    /// window plus a grace period.
+    pub stale_after_seconds: i64,
+}
+
+/// Kilo's readiness window (`Node.Ready`: twice kg's 30 s check-in).
+pub const KILO_READY_WITHIN_SECONDS: i64 = 60;
+
+impl Liveness {
+    /// `Some(reason)` when the node's agent stopped checking in. A node
+    /// without a check-in time (no `last-seen`, e.g. Kilo not yet started)
+    /// is judged by its other annotations only.
+    pub fn judge(&self, node: &NodeView) -> Option<SkipReason> {
+        let last_seen = node.checked_in?;
+        (self.now - last_seen > self.stale_after_seconds)
+            .then_some(SkipReason::NotCheckingIn { last_seen })
+    }
+
+    /// When a node that is live now stops being so, if nothing changes.
+    pub fn expires(&self, node: &NodeView) -> Option<i64> {
+        let last_seen = node.checked_in?;
+        let at = last_seen + self.stale_after_seconds + 1;
+        (at > self.now).then_some(at)
+    }
+}
+
+/// How a cluster's Kilo lays out its mesh (`--mesh-granularity`, as its
+/// agents annotate their Nodes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Granularity {
+    /// Every node is its own leader: one Peer per node (`full`, and `cross`,
+    /// where nodes of one location are simply not peers of each other).
+    PerNode,
+    /// One leader per location carries the whole location: one Peer per
+    /// location.
+    Location,
+}
+
+impl Granularity {
+    /// `location` when any node says so: Kilo runs with one flag cluster-wide.
+    pub fn of(nodes: &[NodeView]) -> Self {
+        let location = nodes.iter().any(|n| {
+            n.annotations
+                .get(annotation::GRANULARITY)
+                .is_some_and(|g| g.trim() == "location")
+        });
+        if location {
+            Self::Location
+        } else {
+            Self::PerNode
+        }
+    }
 }
 
 /// Checks one node against its cluster's declared ranges. `blocked` ranges
@@ -164,8 +285,8 @@ pub fn check(
     node: &NodeView,
     cluster: &ClusterSpec,
     blocked: &BTreeSet<(String, IpNet)>,
-    advertise_internal_ip: bool,
-    default_keepalive: Option<i32>,
+    granularity: Granularity,
+    settings: &Settings,
 ) -> Result<EligibleNode, SkipReason> {
     let get = |key: &str| {
         node.annotations
@@ -177,11 +298,27 @@ pub fn check(
     let key: WireGuardKey = key
         .parse()
         .map_err(|e: api::InvalidKey| SkipReason::InvalidKey(e.to_string()))?;
-    let endpoint = get(annotation::FORCE_ENDPOINT)
-        .or_else(|| get(annotation::ENDPOINT))
-        .ok_or(SkipReason::MissingEndpoint)?;
-    let endpoint = endpoint::parse(endpoint)
-        .ok_or_else(|| SkipReason::InvalidEndpoint(endpoint.to_owned()))?;
+    let endpoint = match get(annotation::FORCE_ENDPOINT).or_else(|| get(annotation::ENDPOINT)) {
+        Some(value) => Some(
+            endpoint::parse(value).ok_or_else(|| SkipReason::InvalidEndpoint(value.to_owned()))?,
+        ),
+        None if granularity == Granularity::Location => return Err(SkipReason::MissingEndpoint),
+        None => None,
+    };
+    let endpoint_name = endpoint
+        .as_ref()
+        .and_then(endpoint::dns_name)
+        .map(str::to_owned);
+    let endpoint = match endpoint {
+        Some(endpoint) => Some(
+            endpoint::under_policy(endpoint, settings.endpoint_dns, &settings.dns_answers)
+                .map_err(|error| SkipReason::EndpointUnresolvable {
+                    name: endpoint_name.clone().unwrap_or_default(),
+                    error,
+                })?,
+        ),
+        None => None,
+    };
 
     let advertised = |declared: &IpNet| !blocked.contains(&(cluster.name.clone(), *declared));
     if node.pod_cidrs.is_empty() {
@@ -196,45 +333,46 @@ pub fn check(
             allowed_ips.insert(pod);
         }
     }
-    let wireguard = get(annotation::WIREGUARD_IP).ok_or(SkipReason::MissingWireGuardIP)?;
-    let wireguard: IpNet = wireguard
-        .parse()
-        .map_err(|_| SkipReason::InvalidWireGuardIP(wireguard.to_owned()))?;
-    let wireguard = host_route(&wireguard);
-    if !contains(&cluster.wireguard, &wireguard) {
-        return Err(SkipReason::WireGuardIPOutsideCluster(
-            wireguard.addr().to_string(),
-        ));
+    let wireguard = match get(annotation::WIREGUARD_IP) {
+        Some(value) => {
+            let ip: IpNet = value
+                .parse()
+                .map_err(|_| SkipReason::InvalidWireGuardIP(value.to_owned()))?;
+            Some(host_route(&ip))
+        }
+        // Kilo gives WireGuard IPs to location leaders only.
+        None if granularity == Granularity::Location => None,
+        None => return Err(SkipReason::MissingWireGuardIP),
+    };
+    if let Some(wireguard) = wireguard {
+        if !contains(&cluster.wireguard, &wireguard) {
+            return Err(SkipReason::WireGuardIPOutsideCluster(
+                wireguard.addr().to_string(),
+            ));
+        }
+        if advertised(&cluster.wireguard) {
+            allowed_ips.insert(wireguard);
+        }
     }
-    if advertised(&cluster.wireguard) {
-        allowed_ips.insert(wireguard);
-    }
-    if advertise_internal_ip {
-        let internal = match get(annotation::FORCE_INTERNAL_IP) {
-            Some("-") => None,
-            Some(forced) => Some(forced),
-            None if node.annotations.contains_key(annotation::FORCE_INTERNAL_IP) => None,
-            None => get(annotation::INTERNAL_IP),
-        };
-        let internal = internal
-            .and_then(|v| v.parse::<IpNet>().ok())
-            .map(|n| host_route(&n));
-        let inside = internal.filter(|ip| {
+    let internal_ip = internal_ip(node);
+    let own_endpoint = endpoint.as_ref().and_then(endpoint_ip);
+    if settings.advertise_internal_ips {
+        let routed = internal_ip.filter(|ip| {
             cluster
                 .additional
                 .iter()
                 .any(|a| contains(a, ip) && advertised(a))
         });
         // Its own endpoint is never routed into its own tunnel.
-        let inside = inside.filter(|ip| endpoint_ip(&endpoint).is_none_or(|e| !ip.contains(&e)));
-        allowed_ips.extend(inside);
+        let routed = routed.filter(|ip| own_endpoint.is_none_or(|e| !ip.contains(&e)));
+        allowed_ips.extend(routed);
     }
     if allowed_ips.is_empty() {
         return Err(SkipReason::RangesInConflict);
     }
-    let own_endpoint = endpoint_ip(&endpoint)
+    let inside = own_endpoint
         .and_then(|ip| Some((ip, allowed_ips.iter().find(|range| range.contains(&ip))?)));
-    if let Some((ip, range)) = own_endpoint {
+    if let Some((ip, range)) = inside {
         return Err(SkipReason::EndpointInsideRoutes {
             endpoint: ip.to_string(),
             range: range.to_string(),
@@ -242,18 +380,72 @@ pub fn check(
     }
     let keepalive = get(annotation::PERSISTENT_KEEPALIVE)
         .and_then(|v| v.parse::<i32>().ok())
-        .filter(|k| *k >= 0);
+        .filter(|k| *k >= 0)
+        .or(settings.default_persistent_keepalive)
+        .filter(|k| *k > 0);
+    // Without an endpoint, a keepalive tells Kilo the peer is behind NAT.
+    let keepalive = match endpoint {
+        Some(_) => keepalive,
+        None => keepalive.or(Some(NAT_KEEPALIVE_SECONDS)),
+    };
     Ok(EligibleNode {
         name: node.name.clone(),
         key,
         endpoint,
         allowed_ips: allowed_ips.into_iter().collect(),
-        persistent_keepalive: keepalive.or(default_keepalive).filter(|k| *k > 0),
+        persistent_keepalive: keepalive,
         ready: node.ready,
         leader: node.annotations.contains_key(annotation::LEADER),
         wireguard_ip: wireguard,
+        internal_ip,
+        location: location(node),
         created: node.created,
+        members: vec![node.name.clone()],
+        endpoint_name,
     })
+}
+
+/// A node's internal IP as a host route: `force-internal-ip` (where `-` or
+/// an empty value means none), else `internal-ip`.
+pub fn internal_ip(node: &NodeView) -> Option<IpNet> {
+    let value = match node.annotations.get(annotation::FORCE_INTERNAL_IP) {
+        Some(forced) => forced.trim(),
+        None => node.annotations.get(annotation::INTERNAL_IP)?.trim(),
+    };
+    value.parse::<IpNet>().ok().map(|n| host_route(&n))
+}
+
+/// Whether Kilo counts the node as ready (`Node.Ready`): a valid key, an
+/// endpoint, a pod CIDR and a recent check-in.
+pub fn kilo_ready(node: &NodeView, liveness: Option<&Liveness>) -> bool {
+    let get = |key: &str| node.annotations.get(key).map(|v| v.trim());
+    let key = get(annotation::KEY).is_some_and(|k| k.parse::<WireGuardKey>().is_ok());
+    let endpoint = get(annotation::FORCE_ENDPOINT)
+        .filter(|v| !v.is_empty())
+        .or_else(|| get(annotation::ENDPOINT))
+        .is_some_and(|e| endpoint::parse(e).is_some());
+    let live = liveness.is_none_or(|l| l.judge(node).is_none());
+    key && endpoint && !node.pod_cidrs.is_empty() && live
+}
+
+/// The DNS name in a node's endpoint annotation (`force-endpoint` first),
+/// if it gives one: what the operator's resolver looks up.
+pub fn endpoint_name(node: &NodeView) -> Option<String> {
+    let get = |key: &str| node.annotations.get(key).map(|v| v.trim());
+    let value = get(annotation::FORCE_ENDPOINT)
+        .filter(|v| !v.is_empty())
+        .or_else(|| get(annotation::ENDPOINT))?;
+    endpoint::parse(value)?.dns_or_ip.dns
+}
+
+/// A node's location as Kilo reads it (`translateNode`): the annotation,
+/// else the region label, else the empty location.
+pub fn location(node: &NodeView) -> String {
+    node.annotations
+        .get(annotation::LOCATION)
+        .or(node.region.as_ref())
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The address of an endpoint given as an IP (not as a DNS name).
@@ -261,13 +453,9 @@ pub fn endpoint_ip(endpoint: &PeerEndpoint) -> Option<std::net::IpAddr> {
     endpoint.dns_or_ip.ip.as_deref()?.parse().ok()
 }
 
-/// True when the cluster's Kilo says it runs with location granularity.
-pub fn location_granularity(nodes: &[NodeView]) -> bool {
-    nodes.iter().any(|n| {
-        n.annotations
-            .get(annotation::GRANULARITY)
-            .is_some_and(|g| g.trim() == "location")
-    })
+/// A Unix time as RFC 3339, for messages.
+fn unix_time(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds).map_or_else(|_| seconds.to_string(), |t| t.to_string())
 }
 
 #[cfg(test)]
@@ -288,8 +476,24 @@ pub(crate) mod tests {
                 (annotation::WIREGUARD_IP.into(), wireguard_ip.into()),
             ]),
             ready: true,
-            created: 0,
+            ..NodeView::default()
         }
+    }
+
+    /// [`check`] in a `full` cluster.
+    pub fn check_full(
+        node: &NodeView,
+        cluster: &ClusterSpec,
+        blocked: &BTreeSet<(String, IpNet)>,
+        advertise_internal_ips: bool,
+        default_persistent_keepalive: Option<i32>,
+    ) -> Result<EligibleNode, SkipReason> {
+        let settings = Settings {
+            default_persistent_keepalive,
+            advertise_internal_ips,
+            ..Settings::default()
+        };
+        check(node, cluster, blocked, Granularity::PerNode, &settings)
     }
 
     fn cluster() -> ClusterSpec {
@@ -307,7 +511,7 @@ pub(crate) mod tests {
     }
 
     fn checked(node: &NodeView) -> Result<EligibleNode, SkipReason> {
-        check(node, &cluster(), &BTreeSet::new(), false, Some(25))
+        check_full(node, &cluster(), &BTreeSet::new(), false, Some(25))
     }
 
     #[test]
@@ -343,10 +547,6 @@ pub(crate) mod tests {
             with(&|n| drop(n.annotations.insert(annotation::KEY.into(), "AAAA".into()))),
             InvalidKey(_)
         ));
-        assert_eq!(
-            with(&|n| drop(n.annotations.remove(annotation::ENDPOINT))),
-            MissingEndpoint
-        );
         assert!(matches!(
             with(&|n| drop(
                 n.annotations
@@ -389,6 +589,52 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_node_without_endpoint_is_peered_as_behind_nat_except_in_a_location_cluster() {
+        let mut n = node("n1", &["10.2.1.0/24"], "10.100.1.5/24");
+        n.annotations.remove(annotation::ENDPOINT);
+        let nat = check_full(&n, &cluster(), &BTreeSet::new(), false, None).unwrap();
+        assert_eq!(nat.endpoint, None);
+        assert_eq!(
+            nat.persistent_keepalive,
+            Some(NAT_KEEPALIVE_SECONDS),
+            "a keepalive lets Kilo learn the address when the node calls in"
+        );
+        assert_eq!(checked(&n).unwrap().persistent_keepalive, Some(25));
+        let location = check(
+            &n,
+            &cluster(),
+            &BTreeSet::new(),
+            Granularity::Location,
+            &Settings::default(),
+        );
+        assert_eq!(location, Err(SkipReason::MissingEndpoint));
+    }
+
+    #[test]
+    fn a_node_whose_agent_stopped_checking_in_is_judged_after_the_grace() {
+        let liveness = Liveness {
+            now: 1_000,
+            stale_after_seconds: 90,
+        };
+        let mut n = node("n1", &["10.2.1.0/24"], "10.100.1.5/24");
+        assert_eq!(liveness.judge(&n), None, "no last-seen: not judged");
+        n.checked_in = Some(910);
+        assert_eq!(liveness.judge(&n), None);
+        assert_eq!(liveness.expires(&n), Some(1_001));
+        n.checked_in = Some(909);
+        assert_eq!(
+            liveness.judge(&n),
+            Some(SkipReason::NotCheckingIn { last_seen: 909 })
+        );
+        assert_eq!(liveness.expires(&n), None);
+        assert!(
+            SkipReason::NotCheckingIn { last_seen: 909 }
+                .message("b", "n1")
+                .contains("1970-01-01T00:15:09Z")
+        );
+    }
+
+    #[test]
     fn force_endpoint_wins_and_keepalive_annotation_overrides_the_default() {
         let mut n = node("n1", &["10.2.1.0/24"], "10.100.1.5/24");
         n.annotations.insert(
@@ -399,10 +645,10 @@ pub(crate) mod tests {
             .insert(annotation::PERSISTENT_KEEPALIVE.into(), "10".into());
         let eligible = checked(&n).unwrap();
         assert_eq!(
-            eligible.endpoint.dns_or_ip.ip.as_deref(),
+            eligible.endpoint.as_ref().unwrap().dns_or_ip.ip.as_deref(),
             Some("2001:db8::1")
         );
-        assert_eq!(eligible.endpoint.port, 4000);
+        assert_eq!(eligible.endpoint.as_ref().unwrap().port, 4000);
         assert_eq!(eligible.persistent_keepalive, Some(10));
     }
 
@@ -411,13 +657,13 @@ pub(crate) mod tests {
         let mut n = node("n1", &["10.2.1.0/24"], "10.100.1.5/24");
         n.annotations
             .insert(annotation::INTERNAL_IP.into(), "192.0.2.7/24".into());
-        let off = check(&n, &cluster(), &BTreeSet::new(), false, None).unwrap();
+        let off = check_full(&n, &cluster(), &BTreeSet::new(), false, None).unwrap();
         assert_eq!(off.allowed_ips.len(), 2);
-        let on = check(&n, &cluster(), &BTreeSet::new(), true, None).unwrap();
+        let on = check_full(&n, &cluster(), &BTreeSet::new(), true, None).unwrap();
         assert!(on.allowed_ips.contains(&"192.0.2.7/32".parse().unwrap()));
         n.annotations
             .insert(annotation::INTERNAL_IP.into(), "198.51.100.7/24".into());
-        let outside = check(&n, &cluster(), &BTreeSet::new(), true, None).unwrap();
+        let outside = check_full(&n, &cluster(), &BTreeSet::new(), true, None).unwrap();
         assert_eq!(
             outside.allowed_ips.len(),
             2,
@@ -429,7 +675,7 @@ pub(crate) mod tests {
     fn blocked_ranges_are_left_out_and_a_node_with_nothing_left_is_skipped() {
         let n = node("n1", &["10.2.1.0/24"], "10.100.1.5/24");
         let blocked = BTreeSet::from([("b".to_owned(), "10.2.0.0/16".parse().unwrap())]);
-        let eligible = check(&n, &cluster(), &blocked, false, None).unwrap();
+        let eligible = check_full(&n, &cluster(), &blocked, false, None).unwrap();
         assert_eq!(
             eligible.allowed_ips,
             vec!["10.100.1.5/32".parse::<IpNet>().unwrap()]
@@ -437,7 +683,7 @@ pub(crate) mod tests {
         let mut all = blocked.clone();
         all.insert(("b".to_owned(), "10.100.1.0/24".parse().unwrap()));
         assert_eq!(
-            check(&n, &cluster(), &all, false, None),
+            check_full(&n, &cluster(), &all, false, None),
             Err(SkipReason::RangesInConflict)
         );
     }

@@ -18,6 +18,15 @@ pub struct NodeView {
     /// When the node object was created (Unix seconds; 0 when unknown):
     /// of two nodes that claim one key or range, the older keeps it.
     pub created: i64,
+    /// Its `topology.kubernetes.io/region` label: Kilo's location when the
+    /// node has no `kilo.squat.ai/location` annotation.
+    pub region: Option<String>,
+    /// When its Kilo agent last checked in, as far as the operator can tell
+    /// (Unix seconds): `kilo.squat.ai/last-seen`, but never earlier than
+    /// when the operator last started seeing the cluster, since an agent
+    /// cannot check in while its API server is unreachable. `None` when
+    /// the node has no `last-seen`.
+    pub checked_in: Option<i64>,
 }
 
 /// A Peer as found on a cluster: any Peer this mesh owns, and any other whose

@@ -12,13 +12,15 @@ use ipnet::IpNet;
 use crate::{
     anchor, cidr, claims,
     conflict::{self, Conflict},
+    endpoint::{DnsAnswers, EndpointDns},
     identity::{
         ANCHOR_LABEL, CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MESH_ANNOTATION, MESH_LABEL,
         MeshIdentity, NODE_ANNOTATION,
     },
     naming::peer_name,
-    node::{self, EligibleNode, SkipReason},
+    node::{self, EligibleNode, Granularity, Liveness, SkipReason},
     observe::{ClusterView, Observation, ObservedPeer, Unreachable},
+    segment,
     spec::{self, ClusterSpec, SpecError},
 };
 
@@ -30,6 +32,13 @@ pub struct Settings {
     /// Route each node's internal IP when it lies in the cluster's
     /// additionalCIDRs.
     pub advertise_internal_ips: bool,
+    /// Take nodes whose Kilo agent stopped checking in out of the mesh;
+    /// `None` judges nodes by their annotations only.
+    pub liveness: Option<Liveness>,
+    /// What the Peers of a node with a DNS endpoint carry.
+    pub endpoint_dns: EndpointDns,
+    /// What the operator's resolver found for the endpoints' names.
+    pub dns_answers: DnsAnswers,
 }
 
 /// A Peer as the operator wants it.
@@ -102,6 +111,9 @@ pub struct Report {
     pub conflicts: Vec<Conflict>,
     pub peer_conflicts: Vec<PeerConflict>,
     pub clusters: Vec<ClusterReport>,
+    /// Peered nodes whose endpoint's name the operator's latest lookup
+    /// could not resolve: `cluster/node: name (why)`.
+    pub unresolvable_endpoints: Vec<String>,
 }
 
 /// The outcome of [`plan`].
@@ -112,6 +124,9 @@ pub struct Plan {
     /// Per readable cluster: the writes that differ from what it holds.
     pub writes: BTreeMap<String, ClusterWrites>,
     pub report: Report,
+    /// When a node that is live now would stop being so if its agent does
+    /// not check in again (Unix seconds): plan again then.
+    pub recheck_at: Option<i64>,
 }
 
 /// Plans one pass. `observations` holds one entry per cluster name; a
@@ -182,9 +197,27 @@ pub fn plan(
         eligible.insert(cluster.name.clone(), nodes);
         skipped.insert(cluster.name.clone(), skips);
     }
+    let unresolvable_endpoints = unresolvable(&eligible, &settings.dns_answers);
     for (cluster, lost) in claims::settle(&mut eligible) {
-        let skips: &mut Vec<SkippedNode> = skipped.entry(cluster).or_default();
-        skips.extend(lost);
+        skipped.entry(cluster).or_default().extend(lost);
+    }
+    // A location's nodes are one Peer, its leader's.
+    for cluster in &clusters {
+        let Some(view) = observation(&cluster.name).view() else {
+            continue;
+        };
+        if Granularity::of(&view.nodes) == Granularity::Location {
+            let nodes = eligible.remove(&cluster.name).unwrap_or_default();
+            let (locations, lost) =
+                segment::by_location(&view.nodes, nodes, settings.liveness.as_ref());
+            eligible.insert(cluster.name.clone(), locations);
+            skipped
+                .entry(cluster.name.clone())
+                .or_default()
+                .extend(lost);
+        }
+    }
+    for skips in skipped.values_mut() {
         skips.sort();
     }
     let mut sources = BTreeMap::new();
@@ -207,7 +240,7 @@ pub fn plan(
     let endpoints: Vec<std::net::IpAddr> = sources
         .values()
         .flat_map(|s| s.eligible.values())
-        .filter_map(|node| node::endpoint_ip(&node.endpoint))
+        .filter_map(|node| node::endpoint_ip(node.endpoint.as_ref()?))
         .collect();
     for source in sources.values_mut() {
         source.anchor_ranges = source
@@ -253,16 +286,43 @@ pub fn plan(
         desired.insert(target.name.clone(), wanted);
     }
     peer_conflicts.sort();
+    let recheck_at = settings.liveness.and_then(|liveness| {
+        clusters
+            .iter()
+            .filter_map(|c| observation(&c.name).view())
+            .flat_map(|view| &view.nodes)
+            .filter_map(|node| liveness.expires(node))
+            .min()
+    });
     Plan {
         desired,
         writes,
+        recheck_at,
         report: Report {
             spec_errors: vec![],
             conflicts,
             peer_conflicts,
             clusters: reports,
+            unresolvable_endpoints,
         },
     }
+}
+
+/// Peerable nodes whose endpoint's name did not resolve at the latest
+/// lookup (with `--endpoint-dns=resolve`, they keep the last address).
+fn unresolvable(
+    eligible: &BTreeMap<String, BTreeMap<String, EligibleNode>>,
+    answers: &DnsAnswers,
+) -> Vec<String> {
+    eligible
+        .iter()
+        .flat_map(|(cluster, nodes)| nodes.values().map(move |node| (cluster, node)))
+        .filter_map(|(cluster, node)| {
+            let name = node.endpoint_name.as_ref()?;
+            let error = answers.get(name)?.error.as_ref()?;
+            Some(format!("{cluster}/{}: {name} ({error})", node.name))
+        })
+        .collect()
 }
 
 /// One source cluster's nodes, checked, and its anchor.
@@ -284,20 +344,14 @@ fn eligibility(
     let view = observation.view().unwrap_or(&empty);
     let mut nodes: Vec<_> = view.nodes.iter().collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    let location = node::location_granularity(&view.nodes);
+    let granularity = Granularity::of(&view.nodes);
     let mut eligible = BTreeMap::new();
     let mut skipped = Vec::new();
     for view in nodes {
-        let checked = if location {
-            Err(SkipReason::LocationGranularity)
-        } else {
-            node::check(
-                view,
-                cluster,
-                blocked,
-                settings.advertise_internal_ips,
-                settings.default_persistent_keepalive,
-            )
+        let silent = settings.liveness.and_then(|l| l.judge(view));
+        let checked = match silent {
+            Some(reason) => Err(reason),
+            None => node::check(view, cluster, blocked, granularity, settings),
         };
         match checked {
             Ok(node) => {
@@ -346,7 +400,7 @@ fn source(
     };
     let unreachable = unreachable(observation);
     let registered_peers = if unreachable.is_none() {
-        eligible.len()
+        eligible.values().map(|entry| entry.members.len()).sum()
     } else {
         // Kept as they were: count the nodes that have Peers.
         of_cluster
@@ -409,7 +463,7 @@ fn desired_peer(
         ]),
         spec: PeerSpec {
             allowed_ips: allowed.iter().map(ToString::to_string).collect(),
-            endpoint: Some(node.endpoint.clone()),
+            endpoint: node.endpoint.clone(),
             persistent_keepalive: node.persistent_keepalive,
             preshared_key: None,
             public_key: node.key.to_string(),

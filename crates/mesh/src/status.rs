@@ -158,26 +158,24 @@ pub fn conditions(report: &Report, failing_writes: &FailingWrites) -> Vec<MeshCo
             "rename or delete it; it is left untouched",
         ),
     ];
-    let mut conditions: Vec<MeshCondition> = problems
-        .into_iter()
-        .map(|(type_, items, consequence)| {
-            if items.is_empty() {
-                MeshCondition {
-                    type_,
-                    status: false,
-                    reason: format!("No{type_}"),
-                    message: String::new(),
-                }
-            } else {
-                MeshCondition {
-                    type_,
-                    status: true,
-                    reason: type_.to_string(),
-                    message: format!("{}; {consequence}", items.join("; ")),
-                }
+    let listing = |(type_, items, consequence): (ConditionType, Vec<String>, &str)| {
+        if items.is_empty() {
+            MeshCondition {
+                type_,
+                status: false,
+                reason: format!("No{type_}"),
+                message: String::new(),
             }
-        })
-        .collect();
+        } else {
+            MeshCondition {
+                type_,
+                status: true,
+                reason: type_.to_string(),
+                message: format!("{}; {consequence}", items.join("; ")),
+            }
+        }
+    };
+    let mut conditions: Vec<MeshCondition> = problems.into_iter().map(listing).collect();
     let skipped: Vec<String> = report
         .clusters
         .iter()
@@ -207,6 +205,12 @@ pub fn conditions(report: &Report, failing_writes: &FailingWrites) -> Vec<MeshCo
             ),
         },
     });
+    conditions.push(listing((
+        ConditionType::EndpointsUnresolvable,
+        report.unresolvable_endpoints.clone(),
+        "with --endpoint-dns=keep, kg fails its whole configuration on every cluster that cannot resolve one of them; \
+         with resolve (the default), their Peers keep the last address found",
+    )));
     let blocking = conditions
         .iter()
         .find(|c| c.status && c.type_.blocks_ready())

@@ -5,9 +5,11 @@
 mod common;
 
 use common::*;
+use std::collections::BTreeMap;
+
 use mesh::{
-    ANCHOR_LABEL, ConditionType, MESH_LABEL, Observation, Unreachable, conditions, plan, status,
-    transitions,
+    ANCHOR_LABEL, ConditionType, Liveness, MESH_LABEL, Observation, Unreachable, conditions, plan,
+    status, transitions,
 };
 
 #[test]
@@ -261,19 +263,137 @@ fn a_cluster_dropped_from_the_spec_loses_its_peers() {
     assert_eq!(deleted(&plan.writes["b"]), ["c.node-0"]);
 }
 
-#[test]
-fn a_location_granularity_cluster_is_refused_with_a_reason() {
-    let mut observations = fresh(2);
-    for node in &mut view_mut(&mut observations, "c").nodes {
-        node.annotations
-            .insert("kilo.squat.ai/granularity".into(), "location".into());
+/// Cluster c as Kilo lays it out with `--mesh-granularity=location`: nodes
+/// 0 and 1 in rack-1, 2 and 3 in rack-2, each with an internal IP; the
+/// leaders (0 and 2, first by name) hold WireGuard IPs, the others none.
+fn location_cluster(observations: &mut BTreeMap<String, Observation>) {
+    for node in &mut view_mut(observations, "c").nodes {
+        let i: u8 = node.name["node-".len()..].parse().unwrap();
+        let rack = if i < 2 { "rack-1" } else { "rack-2" };
+        let a = &mut node.annotations;
+        a.insert("kilo.squat.ai/granularity".into(), "location".into());
+        a.insert("kilo.squat.ai/location".into(), rack.into());
+        a.insert(
+            "kilo.squat.ai/internal-ip".into(),
+            format!("172.16.3.{i}/24"),
+        );
+        if i % 2 == 1 {
+            a.remove("kilo.squat.ai/wireguard-ip");
+        }
     }
-    let plan = plan(&spec(), &identity(), &settings(), &observations);
-    assert!(plan.desired["a"].keys().all(|n| !n.starts_with("c.")));
+}
+
+fn allowed(observations: &BTreeMap<String, Observation>, cluster: &str, peer: &str) -> Vec<String> {
+    peers(observations, cluster)
+        .into_iter()
+        .find(|p| p.name == peer)
+        .map(|p| p.spec.allowed_ips.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_location_cluster_is_one_peer_per_location_with_its_leaders_key() {
+    let mut observations = fresh(4);
+    location_cluster(&mut observations);
+    let plan = converge(&spec(), &mut observations);
+    let on_a: Vec<&str> = peers(&observations, "a")
+        .iter()
+        .map(|p| p.name.as_str())
+        .filter(|n| n.starts_with("c."))
+        .collect();
+    assert_eq!(on_a, ["c.location-rack-1", "c.location-rack-2"]);
+    let rack1 = peers(&observations, "b")
+        .into_iter()
+        .find(|p| p.name == "c.location-rack-1")
+        .unwrap();
+    assert_eq!(rack1.spec.public_key, key(3, 0));
+    // rack-1 is c's anchor: its Peer also routes c's services.
+    assert_eq!(
+        rack1.spec.allowed_ips,
+        [
+            "10.3.0.0/24",
+            "10.3.1.0/24",
+            "10.103.0.1/32",
+            "10.203.0.0/16"
+        ]
+    );
     let c = &status(&plan.report, &no_failures()).clusters[2];
-    assert_eq!(c.skipped_nodes, 2);
-    assert_eq!(c.skipped[0].reason, "LocationGranularity");
-    assert!(c.skipped[0].message.contains("--mesh-granularity=full"));
+    assert_eq!((c.registered_peers, c.skipped_nodes), (4, 0));
+    // Peers written into c are per node of a and b, as for any cluster.
+    assert_eq!(peers(&observations, "c").len(), 8);
+}
+
+#[test]
+fn a_location_leader_that_stops_checking_in_hands_its_peer_over() {
+    let mut observations = fresh(4);
+    location_cluster(&mut observations);
+    for node in &mut view_mut(&mut observations, "c").nodes {
+        node.checked_in = Some(10_000);
+    }
+    let mut settings = settings();
+    settings.liveness = Some(Liveness {
+        now: 10_010,
+        stale_after_seconds: 90,
+    });
+    let first = plan(&spec(), &identity(), &settings, &observations);
+    assert_eq!(first.recheck_at, Some(10_091));
+    apply(&mut observations, &first);
+
+    // node-0's kg stops; its neighbours keep checking in.
+    settings.liveness = Some(Liveness {
+        now: 10_100,
+        stale_after_seconds: 90,
+    });
+    for node in &mut view_mut(&mut observations, "c").nodes[1..] {
+        node.checked_in = Some(10_095);
+    }
+    let handed_over = plan(&spec(), &identity(), &settings, &observations);
+    let writes = &handed_over.writes["a"];
+    assert!(
+        writes.delete.is_empty(),
+        "handed over, not deleted and made again"
+    );
+    let rack1 = writes
+        .apply
+        .iter()
+        .find(|p| p.name == "c.location-rack-1")
+        .unwrap();
+    assert_eq!(rack1.spec.public_key, key(3, 1));
+    assert_eq!(rack1.spec.allowed_ips, ["10.3.1.0/24", "10.203.0.0/16"]);
+    let c = &status(&handed_over.report, &no_failures()).clusters[2];
+    assert_eq!(c.skipped[0].reason, "NotCheckingIn");
+    assert_eq!(handed_over.recheck_at, Some(10_186));
+
+    // It checks in again: it leads again.
+    view_mut(&mut observations, "c").nodes[0].checked_in = Some(10_120);
+    settings.liveness = Some(Liveness {
+        now: 10_120,
+        stale_after_seconds: 90,
+    });
+    apply(&mut observations, &handed_over);
+    let back = plan(&spec(), &identity(), &settings, &observations);
+    let rack1 = back.writes["a"]
+        .apply
+        .iter()
+        .find(|p| p.name == "c.location-rack-1")
+        .unwrap();
+    assert_eq!(rack1.spec.public_key, key(3, 0));
+}
+
+#[test]
+fn a_node_behind_nat_gets_a_peer_without_endpoint_and_a_keepalive() {
+    let mut observations = fresh(1);
+    view_mut(&mut observations, "b").nodes[0]
+        .annotations
+        .remove("kilo.squat.ai/endpoint");
+    converge(&spec(), &mut observations);
+    let b0 = peers(&observations, "a")
+        .into_iter()
+        .find(|p| p.name == "b.node-0")
+        .unwrap();
+    assert_eq!(b0.spec.endpoint, None);
+    assert_eq!(b0.spec.persistent_keepalive, Some(25));
+    assert!(allowed(&observations, "c", "b.node-0").contains(&"10.2.0.0/24".to_owned()));
 }
 
 #[test]
@@ -308,13 +428,30 @@ fn overlapping_service_cidrs_are_not_advertised_and_the_rest_works() {
 fn heartbeat_only_changes_plan_no_write() {
     let mut observations = fresh(2);
     converge(&spec(), &mut observations);
-    // The controller strips kilo.squat.ai/last-seen; an unrelated Kilo
-    // annotation that the plan ignores must not cause writes either.
+    // Kilo's check-ins move last-seen forward; a Kilo annotation the plan
+    // ignores (a location, in a full cluster) must not cause writes either.
+    let mut settings = settings();
+    for (seen, now) in [(1_000, 1_010), (1_030, 1_040)] {
+        for cluster in ["a", "b", "c"] {
+            for node in &mut view_mut(&mut observations, cluster).nodes {
+                node.checked_in = Some(seen);
+            }
+        }
+        settings.liveness = Some(Liveness {
+            now,
+            stale_after_seconds: 90,
+        });
+        assert!(
+            plan(&spec(), &identity(), &settings, &observations)
+                .writes
+                .is_empty()
+        );
+    }
     view_mut(&mut observations, "b").nodes[0]
         .annotations
         .insert("kilo.squat.ai/location".into(), "rack-1".into());
     assert!(
-        plan(&spec(), &identity(), &settings(), &observations)
+        plan(&spec(), &identity(), &settings, &observations)
             .writes
             .is_empty()
     );
@@ -454,4 +591,63 @@ fn deleted(writes: &mesh::ClusterWrites) -> Vec<&str> {
 /// No cluster's writes failing.
 fn no_failures() -> mesh::FailingWrites {
     mesh::FailingWrites::new()
+}
+
+#[test]
+fn dns_endpoints_follow_the_policy_and_a_dead_name_costs_only_its_node() {
+    use mesh::{DnsAnswer, EndpointDns};
+    let mut observations = fresh(1);
+    view_mut(&mut observations, "b").nodes[0]
+        .annotations
+        .insert(
+            "kilo.squat.ai/endpoint".into(),
+            "b0.example.com:51820".into(),
+        );
+    let endpoint_of = |settings: &mesh::Settings| {
+        let plan = plan(&spec(), &identity(), settings, &observations);
+        let peer = plan.desired["a"].get("b.node-0").cloned();
+        let listed = conditions(&plan.report, &no_failures());
+        let is_true = |type_| listed.iter().any(|c| c.type_ == type_ && c.status);
+        (
+            peer.map(|p| p.spec.endpoint.clone().unwrap().dns_or_ip),
+            is_true(ConditionType::EndpointsUnresolvable),
+            is_true(ConditionType::Ready),
+        )
+    };
+    let mut settings = settings();
+    let answer = |address: Option<&str>, error: Option<&str>| DnsAnswer {
+        address: address.map(|a| a.parse().unwrap()),
+        error: error.map(str::to_owned),
+    };
+
+    // resolve (the default): the Peer carries the address.
+    settings.dns_answers = [("b0.example.com".into(), answer(Some("198.51.100.9"), None))].into();
+    let (endpoint, warned, ready) = endpoint_of(&settings);
+    assert_eq!(endpoint.unwrap().ip.as_deref(), Some("198.51.100.9"));
+    assert!(!warned && ready);
+    // The name stops resolving: the last address is kept, with a warning.
+    settings.dns_answers = [(
+        "b0.example.com".into(),
+        answer(Some("198.51.100.9"), Some("NXDOMAIN")),
+    )]
+    .into();
+    let (endpoint, warned, ready) = endpoint_of(&settings);
+    assert_eq!(endpoint.unwrap().ip.as_deref(), Some("198.51.100.9"));
+    assert!(warned && ready, "a warning, not an outage");
+    // A name that never resolved: only that node is skipped.
+    settings.dns_answers = [("b0.example.com".into(), answer(None, Some("NXDOMAIN")))].into();
+    let skipped = plan(&spec(), &identity(), &settings, &observations);
+    let b = &status(&skipped.report, &no_failures()).clusters[1];
+    assert_eq!(b.skipped[0].reason, "EndpointUnresolvable");
+    assert!(
+        b.skipped[0].message.contains("NXDOMAIN"),
+        "{}",
+        b.skipped[0].message
+    );
+
+    // keep: the Peer carries the name, and the hub's failure is a warning.
+    settings.endpoint_dns = EndpointDns::Keep;
+    let (endpoint, warned, ready) = endpoint_of(&settings);
+    assert_eq!(endpoint.unwrap().dns.as_deref(), Some("b0.example.com"));
+    assert!(warned && ready);
 }

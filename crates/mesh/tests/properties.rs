@@ -26,6 +26,8 @@ enum Fault {
     WireGuardIpOfAnother,
     /// The pod CIDR of node 0 of its own cluster.
     PodCidrOfAnother,
+    /// Its Kilo agent stopped checking in long ago.
+    Silent,
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
@@ -38,6 +40,7 @@ fn fault() -> impl Strategy<Value = Fault> {
         1 => Just(Fault::KeyOfAnother),
         1 => Just(Fault::WireGuardIpOfAnother),
         1 => Just(Fault::PodCidrOfAnother),
+        1 => Just(Fault::Silent),
     ]
 }
 
@@ -73,16 +76,21 @@ fn anchor_range() -> impl Strategy<Value = String> {
 struct World {
     services: [Option<String>; 3],
     nodes: [BTreeMap<u8, Fault>; 3],
+    /// Clusters whose Kilo runs with `location` granularity (two
+    /// locations: even and odd nodes).
+    location: [bool; 3],
 }
 
 fn world() -> impl Strategy<Value = World> {
     (
         (service(), service(), service()),
         (nodes(), nodes(), nodes()),
+        any::<[bool; 3]>(),
     )
-        .prop_map(|((s0, s1, s2), (n0, n1, n2))| World {
+        .prop_map(|((s0, s1, s2), (n0, n1, n2), location)| World {
             services: [s0, s1, s2],
             nodes: [n0, n1, n2],
+            location,
         })
 }
 
@@ -116,6 +124,10 @@ fn build(world: &World) -> (api::ClusterMeshSpec, BTreeMap<String, Observation>)
                         node(n, 0).annotations["kilo.squat.ai/wireguard-ip"].clone(),
                     )),
                     Fault::PodCidrOfAnother => view.pod_cidrs = node(n, 0).pod_cidrs,
+                    Fault::Silent => view.checked_in = Some(0),
+                }
+                if world.location[k] {
+                    in_location(&mut view, n, i);
                 }
                 // Nodes are created in index order: node 0 is the oldest.
                 view.created = i64::from(i);
@@ -132,6 +144,18 @@ fn build(world: &World) -> (api::ClusterMeshSpec, BTreeMap<String, Observation>)
         );
     }
     (spec, observations)
+}
+
+/// Node `i` of cluster number `n` as Kilo with `location` granularity
+/// annotates it: even nodes in `rack-0`, odd ones in `rack-1`.
+fn in_location(view: &mut mesh::NodeView, n: u8, i: u8) {
+    let a = &mut view.annotations;
+    a.insert("kilo.squat.ai/granularity".into(), "location".into());
+    a.insert("kilo.squat.ai/location".into(), format!("rack-{}", i % 2));
+    a.insert(
+        "kilo.squat.ai/internal-ip".into(),
+        format!("172.16.{n}.{i}/24"),
+    );
 }
 
 fn declared(spec: &api::ClusterMeshSpec, cluster: &str) -> Vec<IpNet> {
@@ -258,8 +282,15 @@ proptest! {
         // Churn on b: a node joins, and a node that is not the anchor leaves.
         let b_anchor = before.get("b").cloned();
         let view = view_mut(&mut observations, "b");
-        view.nodes.push(node(2, added));
-        view.nodes.retain(|n| n.name != format!("node-{removed}") || Some(&n.name) == b_anchor.as_ref());
+        let mut joining = node(2, added);
+        if world.location[1] {
+            in_location(&mut joining, 2, added);
+        }
+        view.nodes.push(joining);
+        // The anchor's node, or its location's nodes, stay.
+        let location = format!("location-rack-{}", removed % 2);
+        let keep = b_anchor.as_ref().is_some_and(|a| *a == format!("node-{removed}") || *a == location);
+        view.nodes.retain(|n| n.name != format!("node-{removed}") || keep);
         converge(&spec, &mut observations);
         let after = anchors(&observations);
         if let Some(anchor) = before.get("b") {

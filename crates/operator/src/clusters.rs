@@ -38,6 +38,7 @@ use kube::{
 use tokio::{sync::mpsc, task::AbortHandle};
 
 use crate::{
+    observe,
     probe::{self, ProbeFailure},
     writer::Flights,
 };
@@ -70,6 +71,11 @@ pub struct Health {
     pub error: Option<String>,
     /// Whether the cluster refuses the operator's credentials.
     pub credentials_refused: bool,
+    /// When the operator last started seeing the cluster (Unix seconds):
+    /// its first listing, or its recovery. No Kilo agent of the cluster
+    /// could check in while it was unreachable, so no node counts as silent
+    /// since before then.
+    pub seeing_since: i64,
 }
 
 /// A cluster being watched: its client and the last known Nodes and Peers.
@@ -96,6 +102,8 @@ struct HealthState {
     /// listed yet, so no pass writes before it could tell two entries
     /// reaching one cluster apart.
     identity_tried: bool,
+    /// See [`Health::seeing_since`].
+    seeing_since: i64,
 }
 
 impl WatchedCluster {
@@ -119,6 +127,7 @@ impl WatchedCluster {
                 .map(|(_, failure)| failure.message())
                 .or_else(|| health.failing.as_ref().map(|(_, error)| error.clone())),
             credentials_refused: probe.is_some_and(|(_, failure)| failure.is_credentials()),
+            seeing_since: health.seeing_since,
         }
     }
 }
@@ -321,14 +330,15 @@ impl Follower {
     /// Records reachability, and triggers the meshes using the cluster when
     /// something they depend on changed. Objects are compared by a
     /// fingerprint of the fields the plan reads, so a Kilo heartbeat
-    /// (`kilo.squat.ai/last-seen`) or a status update triggers nothing.
+    /// (`kilo.squat.ai/last-seen`) or a status update triggers nothing;
+    /// only a check-in after a silence Kilo would notice does.
     async fn follow<K: Resource + Clone>(
         self,
         events: impl Stream<Item = Result<Event<K>, watcher::Error>>,
-        fingerprint: fn(&K) -> u64,
+        fingerprint: fn(&K) -> Print,
     ) {
-        let mut seen: HashMap<String, u64> = HashMap::new();
-        let mut listing: HashMap<String, u64> = HashMap::new();
+        let mut seen: HashMap<String, Print> = HashMap::new();
+        let mut listing: HashMap<String, Print> = HashMap::new();
         futures::pin_mut!(events);
         while let Some(event) = events.next().await {
             let changed = match event {
@@ -337,7 +347,8 @@ impl Follower {
                     let changed = match event {
                         Event::Apply(object) => {
                             let print = fingerprint(&object);
-                            seen.insert(object.name_any(), print) != Some(print)
+                            let before = seen.insert(object.name_any(), print);
+                            before.is_none_or(|before| print.differs_from(&before))
                         }
                         Event::Delete(object) => seen.remove(&object.name_any()).is_some(),
                         Event::Init => {
@@ -349,7 +360,10 @@ impl Follower {
                             false
                         }
                         Event::InitDone => {
-                            let changed = listing != seen;
+                            let changed = listing.len() != seen.len()
+                                || listing.iter().any(|(name, print)| {
+                                    seen.get(name).is_none_or(|b| print.differs_from(b))
+                                });
                             seen = std::mem::take(&mut listing);
                             changed
                         }
@@ -380,6 +394,9 @@ impl Follower {
             };
             first_sync = !*synced;
             *synced = true;
+        }
+        if recovered || first_sync {
+            health.seeing_since = Timestamp::now().as_second();
         }
         (recovered, first_sync)
     }
@@ -454,7 +471,11 @@ impl Prober {
         let failure = match outcome {
             Ok(()) => {
                 health.probe_failures_in_a_row = 0;
-                return health.probe_failing.take().is_some();
+                let recovered = health.probe_failing.take().is_some();
+                if recovered {
+                    health.seeing_since = Timestamp::now().as_second();
+                }
+                return recovered;
             }
             Err(failure) => failure,
         };
@@ -475,24 +496,23 @@ impl Prober {
     }
 }
 
-/// Annotations that only carry Kilo's heartbeat or NAT discovery: dropped from
-/// the cache so that they neither cost memory nor trigger a reconcile.
-const VOLATILE_ANNOTATIONS: [&str; 2] = [
-    "kilo.squat.ai/last-seen",
-    "kilo.squat.ai/discovered-endpoints",
-];
+/// Kilo's NAT discovery: changes often, and peering does not read it; dropped
+/// from the cache so that it neither costs memory nor triggers a pass.
+const DISCOVERED_ENDPOINTS: &str = "kilo.squat.ai/discovered-endpoints";
 
-/// Keeps only what peering depends on: name, age, Kilo annotations, pod
-/// CIDRs and the Ready condition.
+/// Keeps only what peering depends on: name, age, region label, Kilo
+/// annotations, pod CIDRs and the Ready condition.
 fn strip_node(node: &mut Node) {
     let annotations = node
         .annotations()
         .iter()
-        .filter(|(key, _)| {
-            key.starts_with("kilo.squat.ai/") && !VOLATILE_ANNOTATIONS.contains(&key.as_str())
-        })
+        .filter(|(key, _)| key.starts_with("kilo.squat.ai/") && *key != DISCOVERED_ENDPOINTS)
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
+    let region = node
+        .labels()
+        .get(mesh::REGION_LABEL)
+        .map(|region| (mesh::REGION_LABEL.to_owned(), region.clone()));
     let spec = node.spec.take().unwrap_or_default();
     let ready = node
         .status
@@ -515,6 +535,7 @@ fn strip_node(node: &mut Node) {
             // Of two nodes claiming one key or range, the older keeps it.
             creation_timestamp: node.metadata.creation_timestamp.take(),
             annotations: Some(annotations),
+            labels: region.map(|label| [label].into()),
             ..Default::default()
         },
         spec: Some(NodeSpec {
@@ -529,9 +550,34 @@ fn strip_node(node: &mut Node) {
     };
 }
 
-fn node_fingerprint(node: &Node) -> u64 {
+/// What a watch event is compared by: a hash of the fields the plan reads,
+/// and for a Node, Kilo's last check-in, kept apart from the hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Print {
+    fields: u64,
+    checked_in: Option<i64>,
+}
+
+impl Print {
+    /// A change the plan must see: another field, or a check-in after a
+    /// silence longer than Kilo's readiness window (the node may have been
+    /// taken out meanwhile; an agent checking in every 30 s never is).
+    fn differs_from(&self, before: &Print) -> bool {
+        let revived = match (before.checked_in, self.checked_in) {
+            (Some(before), Some(now)) => now - before > mesh::KILO_READY_WITHIN_SECONDS,
+            (before, now) => before.is_some() != now.is_some(),
+        };
+        self.fields != before.fields || revived
+    }
+}
+
+fn node_fingerprint(node: &Node) -> Print {
     let mut hasher = DefaultHasher::new();
-    node.metadata.annotations.hash(&mut hasher);
+    let annotations = node.metadata.annotations.iter().flatten();
+    annotations
+        .filter(|(key, _)| *key != mesh::annotation::LAST_SEEN)
+        .for_each(|entry| entry.hash(&mut hasher));
+    node.metadata.labels.hash(&mut hasher);
     node.spec
         .as_ref()
         .map(|s| (&s.pod_cidr, &s.pod_cidrs))
@@ -541,17 +587,23 @@ fn node_fingerprint(node: &Node) -> u64 {
         .and_then(|s| s.conditions.as_ref())
         .map(|c| c.iter().map(|c| &c.status).collect::<Vec<_>>())
         .hash(&mut hasher);
-    hasher.finish()
+    Print {
+        fields: hasher.finish(),
+        checked_in: observe::last_seen(node),
+    }
 }
 
-fn peer_fingerprint(peer: &Peer) -> u64 {
+fn peer_fingerprint(peer: &Peer) -> Print {
     let mut hasher = DefaultHasher::new();
     peer.metadata.labels.hash(&mut hasher);
     peer.metadata.annotations.hash(&mut hasher);
     serde_json::to_string(&peer.spec)
         .unwrap_or_default()
         .hash(&mut hasher);
-    hasher.finish()
+    Print {
+        fields: hasher.finish(),
+        checked_in: None,
+    }
 }
 
 #[cfg(test)]
@@ -648,7 +700,7 @@ mod tests {
         strip_node(&mut stripped);
         assert_eq!(
             stripped.annotations().keys().collect::<Vec<_>>(),
-            ["kilo.squat.ai/key"]
+            ["kilo.squat.ai/key", "kilo.squat.ai/last-seen"]
         );
         assert_eq!(
             stripped.spec.as_ref().and_then(|s| s.pod_cidrs.clone()),
@@ -663,13 +715,20 @@ mod tests {
     }
 
     #[test]
-    fn heartbeats_do_not_change_the_fingerprint() {
-        let (mut a, mut b) = (node("1700000000"), node("1700000030"));
-        strip_node(&mut a);
-        strip_node(&mut b);
-        assert_eq!(node_fingerprint(&a), node_fingerprint(&b));
-        b.annotations_mut()
+    fn heartbeats_change_nothing_but_a_check_in_after_a_silence_does() {
+        let print = |last_seen: &str| {
+            let mut node = node(last_seen);
+            strip_node(&mut node);
+            node_fingerprint(&node)
+        };
+        let (first, next) = (print("1700000000"), print("1700000030"));
+        assert!(!next.differs_from(&first), "a heartbeat");
+        assert!(print("1700000061").differs_from(&first), "back after 61 s");
+        let mut edited = node("1700000030");
+        strip_node(&mut edited);
+        edited
+            .annotations_mut()
             .insert("kilo.squat.ai/endpoint".into(), "192.0.2.1:51820".into());
-        assert_ne!(node_fingerprint(&a), node_fingerprint(&b));
+        assert!(node_fingerprint(&edited).differs_from(&next));
     }
 }

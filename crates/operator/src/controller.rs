@@ -40,6 +40,7 @@ use crate::{
     observe::{self, Resolved},
     rate_limit::Limits,
     removed, report,
+    resolver::{Lookup, Resolver},
     writer::{Flights, Purge, Writers},
 };
 
@@ -71,6 +72,19 @@ pub struct Settings {
     pub cleanup_timeout: Duration,
     /// How long before a cluster's token expires `CredentialsExpiring` is set.
     pub credentials_expiry_warning: Duration,
+    /// How long past Kilo's own 60 s a node whose agent stopped checking in
+    /// stays peered.
+    pub check_in_grace: Duration,
+    /// What the Peers of a node with a DNS endpoint carry.
+    pub endpoint_dns: mesh::EndpointDns,
+    /// How endpoint names are looked up.
+    pub lookup: Lookup,
+}
+
+/// How long until `at` (Unix seconds), at least a second.
+fn until_recheck(at: Option<i64>) -> Option<Duration> {
+    let wait = at? - Timestamp::now().as_second();
+    Some(Duration::from_secs(u64::try_from(wait).unwrap_or(0).max(1)))
 }
 
 /// What every reconcile shares.
@@ -82,6 +96,7 @@ pub struct Context {
     metrics: Arc<Metrics>,
     settings: Settings,
     writers: Writers,
+    resolver: Resolver,
     fence: Fence,
 }
 
@@ -176,6 +191,7 @@ pub async fn run(
             fence.clone(),
             settings.write_concurrency,
         ),
+        resolver: Resolver::start(settings.lookup.clone(), trigger.clone()),
         registry: ClusterRegistry::new(trigger, flights),
         secrets,
         metrics,
@@ -323,11 +339,18 @@ impl Context {
             tracing::debug!(mesh = %mesh_ref, "waiting for clusters to be listed");
             return Ok(Action::requeue(SYNC_WAIT));
         }
+        let names = observed
+            .observations
+            .values()
+            .filter_map(Observation::view)
+            .flat_map(|view| view.nodes.iter().filter_map(mesh::endpoint_name))
+            .collect();
+        let dns_answers = self.resolver.answers(&mesh_ref, names).await;
         let stage = self.metrics.stage_done("observe", started);
         let plan = mesh::plan(
             &mesh.spec,
             &observe::identity(mesh),
-            &self.plan_settings(),
+            &self.plan_settings(dns_answers),
             &observed.observations,
         );
         let stage = self.metrics.stage_done("plan", stage);
@@ -341,8 +364,9 @@ impl Context {
         self.metrics
             .reconcile_duration
             .observe(started.elapsed().as_secs_f64());
+        let next = self.next_pass(&status, !cleaning.is_empty());
         Ok(Action::requeue(
-            self.next_pass(&status, !cleaning.is_empty()),
+            until_recheck(plan.recheck_at).map_or(next, |d| d.min(next)),
         ))
     }
 
@@ -411,11 +435,18 @@ impl Context {
         expiry_check.map_or(resync, |d| d.min(resync))
     }
 
-    fn plan_settings(&self) -> mesh::Settings {
+    fn plan_settings(&self, dns_answers: mesh::DnsAnswers) -> mesh::Settings {
+        let grace = i64::try_from(self.settings.check_in_grace.as_secs()).unwrap_or(i64::MAX);
         mesh::Settings {
             default_persistent_keepalive: Some(self.settings.default_persistent_keepalive)
                 .filter(|k| *k > 0),
             advertise_internal_ips: self.settings.advertise_internal_ips,
+            liveness: Some(mesh::Liveness {
+                now: Timestamp::now().as_second(),
+                stale_after_seconds: mesh::KILO_READY_WITHIN_SECONDS.saturating_add(grace),
+            }),
+            endpoint_dns: self.settings.endpoint_dns,
+            dns_answers,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod probe;
 pub mod rate_limit;
 pub mod removed;
 pub mod report;
+pub mod resolver;
 pub mod run;
 pub mod status;
 pub mod writer;

@@ -48,7 +48,12 @@ pub fn observation(resolved: &Resolved) -> Observation {
     let health = cluster.health();
     let view = || ClusterView {
         uid: cluster.uid(),
-        nodes: cluster.nodes.state().iter().map(|n| node_view(n)).collect(),
+        nodes: cluster
+            .nodes
+            .state()
+            .iter()
+            .map(|n| node_view(n, health.seeing_since))
+            .collect(),
         peers: cluster
             .peers
             .state()
@@ -98,7 +103,18 @@ pub fn health(resolved: &Resolved, writes: Outcome) -> ClusterHealth {
     }
 }
 
-fn node_view(node: &Node) -> NodeView {
+/// Kilo's last check-in on a node (`kilo.squat.ai/last-seen`).
+pub fn last_seen(node: &Node) -> Option<i64> {
+    node.annotations()
+        .get(mesh::annotation::LAST_SEEN)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A node as the plan reads it; its check-in is never earlier than
+/// `seeing_since` (see [`crate::clusters::Health::seeing_since`]).
+fn node_view(node: &Node, seeing_since: i64) -> NodeView {
     let spec = node.spec.as_ref();
     let pod_cidrs = spec
         .and_then(|s| s.pod_cidrs.clone())
@@ -120,6 +136,8 @@ fn node_view(node: &Node) -> NodeView {
             .creation_timestamp
             .as_ref()
             .map_or(0, |t| t.0.as_second()),
+        region: node.labels().get(mesh::REGION_LABEL).cloned(),
+        checked_in: last_seen(node).map(|seen| seen.max(seeing_since)),
     }
 }
 

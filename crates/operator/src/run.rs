@@ -13,6 +13,7 @@ use crate::{
     leader::{self, Fence, LeaseSettings},
     metrics::{self, Metrics, Readiness},
     rate_limit::Limits,
+    resolver::Lookup,
 };
 
 /// Flags of `kilo-clustermesh-operator run`.
@@ -89,9 +90,32 @@ pub struct RunArgs {
     #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
     pub credentials_expiry_warning: Duration,
 
+    /// Kilo counts a node as gone 60 s after its agent last checked in
+    /// (`kilo.squat.ai/last-seen`); the operator takes it out of the other
+    /// clusters' Peers this much later, and back in when it checks in.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub node_check_in_grace: Duration,
+
+    /// What the Peers of a node whose endpoint is a DNS name carry: the
+    /// address the operator resolves (again every 30 s), or the name, for
+    /// Kilo on each cluster to resolve.
+    #[arg(long, value_enum, default_value_t = EndpointDns::Resolve)]
+    pub endpoint_dns: EndpointDns,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KCM_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+/// `--endpoint-dns`: see [`mesh::EndpointDns`].
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointDns {
+    /// Peers carry the address the operator resolved: one name that stops
+    /// resolving costs only its node.
+    Resolve,
+    /// Peers carry the name: kg resolves it on each cluster, and one name it
+    /// cannot resolve stops its whole configuration there.
+    Keep,
 }
 
 /// How logs are written to stderr.
@@ -139,6 +163,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         limits,
         cleanup_timeout: args.cleanup_timeout,
         credentials_expiry_warning: args.credentials_expiry_warning,
+        check_in_grace: args.node_check_in_grace,
+        endpoint_dns: match args.endpoint_dns {
+            EndpointDns::Resolve => mesh::EndpointDns::Resolve,
+            EndpointDns::Keep => mesh::EndpointDns::Keep,
+        },
+        lookup: Lookup::system(),
     };
     if !args.leader_election {
         return controller::run(client, settings, Fence::open(), metrics, readiness).await;

@@ -159,15 +159,13 @@ async fn remote_node_changes_follow_everywhere_and_heartbeats_write_nothing() {
     let writes_before = operator.metrics.render();
     for (k, plane) in planes.iter().enumerate() {
         for i in 0..2u8 {
-            let patch = serde_json::json!({"metadata": {"annotations": {"kilo.squat.ai/last-seen": format!("17000000{k}{i}")}}});
-            Api::<Node>::all(admin(plane))
-                .patch(
-                    &format!("node-{i}"),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-                .unwrap();
+            let seen = unix_now() + 30 + k as u64;
+            annotate_node(
+                plane,
+                &format!("node-{i}"),
+                serde_json::json!({"kilo.squat.ai/last-seen": seen.to_string()}),
+            )
+            .await;
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -217,6 +215,214 @@ async fn remote_node_changes_follow_everywhere_and_heartbeats_write_nothing() {
         })
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_kilo_stops_checking_in_leaves_the_mesh_and_comes_back() {
+    let planes = two_cluster_mesh().await;
+    create_node(&planes[1], &kilo_node(2, 1)).await;
+    let _operator = start_operator_with(&planes[0], |s| s.check_in_grace = Duration::ZERO);
+    eventually("b's two nodes on a", CONVERGE, || async {
+        peer_names(&planes[0]).await == ["b.node-0", "b.node-1"]
+    })
+    .await;
+    // node-0's kg keeps checking in (every 10 s here); node-1's stopped.
+    let started = std::time::Instant::now();
+    let heartbeats = {
+        let b = planes[1].admin_client();
+        tokio::spawn(async move {
+            for _ in 0..30 {
+                let patch = serde_json::json!({"metadata": {"annotations": {"kilo.squat.ai/last-seen": unix_now().to_string()}}});
+                let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(b.clone());
+                let _ = nodes
+                    .patch(
+                        "node-0",
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        })
+    };
+    // Kilo's 60 s, counted from when the operator began watching b at the
+    // earliest, and no grace.
+    eventually(
+        "b.node-1 taken out of a",
+        Duration::from_secs(90),
+        || async { peer_names(&planes[0]).await == ["b.node-0"] },
+    )
+    .await;
+    println!(
+        "figure: silent node taken out {:.1} s after the operator converged",
+        started.elapsed().as_secs_f64()
+    );
+    // The status is written after the pass hands its writes over.
+    eventually("NotCheckingIn in the status", CONVERGE, || async {
+        let status = mesh_status(&planes[0], "mesh").await;
+        let b = status.clusters.iter().find(|c| c.name == "b").unwrap();
+        b.skipped.iter().any(|s| s.reason == "NotCheckingIn")
+    })
+    .await;
+    let status = mesh_status(&planes[0], "mesh").await;
+    assert!(condition(&status, "Ready").is_some_and(|c| c.status == "True"));
+
+    // Its kg checks in again: it is back at once.
+    let back = std::time::Instant::now();
+    annotate_node(
+        &planes[1],
+        "node-1",
+        serde_json::json!({"kilo.squat.ai/last-seen": unix_now().to_string()}),
+    )
+    .await;
+    eventually("b.node-1 back on a", CONVERGE, || async {
+        peer_names(&planes[0]).await == ["b.node-0", "b.node-1"]
+    })
+    .await;
+    println!(
+        "figure: back {:.2} s after its check-in",
+        back.elapsed().as_secs_f64()
+    );
+    heartbeats.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_endpoint_is_written_as_the_address_it_resolves_to_and_followed() {
+    use kilo_clustermesh_operator::resolver::{Lookup, REFRESH};
+    use std::{
+        collections::BTreeMap,
+        net::IpAddr,
+        sync::{Arc, Mutex},
+    };
+    // The names resolve from a table the test changes: no query leaves the
+    // machine (the system resolver is tested on /etc/hosts in resolver.rs).
+    let table: Arc<Mutex<BTreeMap<String, IpAddr>>> = Arc::default();
+    table
+        .lock()
+        .unwrap()
+        .insert("b0.example.test".into(), "198.51.100.20".parse().unwrap());
+    let read = table.clone();
+    let lookup = Lookup::new(move |name| {
+        let found = read.lock().unwrap().get(&name).copied();
+        Box::pin(async move {
+            found
+                .map(|ip| vec![ip])
+                .ok_or_else(|| "NXDOMAIN".to_owned())
+        })
+    });
+    let planes = two_cluster_mesh().await;
+    annotate_node(
+        &planes[1],
+        "node-0",
+        serde_json::json!({"kilo.squat.ai/force-endpoint": "b0.example.test:51820"}),
+    )
+    .await;
+    let _operator = start_operator_with(&planes[0], |s| s.lookup = lookup);
+    let endpoint_ip = || async {
+        let peers = peers(&planes[0]).await;
+        let endpoint = peers.get("b.node-0")?.spec.endpoint.clone()?;
+        endpoint.dns_or_ip.ip
+    };
+    eventually("b.node-0's Peer carries the address", CONVERGE, || async {
+        endpoint_ip().await.as_deref() == Some("198.51.100.20")
+    })
+    .await;
+    // The name moves: the Peer follows at the next lookup.
+    table
+        .lock()
+        .unwrap()
+        .insert("b0.example.test".into(), "198.51.100.21".parse().unwrap());
+    eventually("the new address", REFRESH + CONVERGE, || async {
+        endpoint_ip().await.as_deref() == Some("198.51.100.21")
+    })
+    .await;
+    // It stops resolving: the last address stays, with a warning.
+    table.lock().unwrap().clear();
+    eventually("EndpointsUnresolvable", REFRESH + CONVERGE, || async {
+        let status = mesh_status(&planes[0], "mesh").await;
+        condition(&status, "EndpointsUnresolvable").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let status = mesh_status(&planes[0], "mesh").await;
+    assert!(condition(&status, "Ready").is_some_and(|c| c.status == "True"));
+    assert_eq!(endpoint_ip().await.as_deref(), Some("198.51.100.21"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_location_cluster_is_peered_through_its_leaders_and_follows_a_new_leader() {
+    let planes = ControlPlane::start_many(2).await.unwrap();
+    create_node(&planes[0], &kilo_node(1, 0)).await;
+    // b runs Kilo with location granularity: node-0 and node-1 in rack-1
+    // (node-0 leads, first by name), node-2 alone in rack-2.
+    for i in 0..3u8 {
+        let mut node = kilo_node(2, i);
+        let a = node.metadata.annotations.as_mut().unwrap();
+        a.insert("kilo.squat.ai/granularity".into(), "location".into());
+        let rack = if i < 2 { "rack-1" } else { "rack-2" };
+        a.insert("kilo.squat.ai/location".into(), rack.into());
+        a.insert(
+            "kilo.squat.ai/internal-ip".into(),
+            format!("172.16.2.{i}/24"),
+        );
+        if i == 1 {
+            a.remove("kilo.squat.ai/wireguard-ip");
+        }
+        create_node(&planes[1], &node).await;
+    }
+    connect(&planes[0], &planes[1], "b").await;
+    create_mesh(
+        &planes[0],
+        "mesh",
+        vec![entry("a", 1, true), entry("b", 2, false)],
+    )
+    .await;
+    let _operator = start_operator(&planes[0]);
+    eventually("one Peer per location of b on a", CONVERGE, || async {
+        peer_names(&planes[0]).await == ["b.location-rack-1", "b.location-rack-2"]
+    })
+    .await;
+    let rack1 = &peers(&planes[0]).await["b.location-rack-1"];
+    assert_eq!(rack1.spec.public_key, api::fixtures::wireguard_key(2, 0));
+    // rack-1 is b's anchor: it also routes b's services.
+    assert_eq!(
+        rack1.spec.allowed_ips,
+        [
+            "10.2.0.0/24",
+            "10.2.1.0/24",
+            "10.102.0.1/32",
+            "10.202.0.0/16"
+        ]
+    );
+    // Peers written into b stay one per node of a: Kilo puts them on its leaders.
+    assert_eq!(peer_names(&planes[1]).await, ["a.node-0"]);
+    let status = mesh_status(&planes[0], "mesh").await;
+    let b = status.clusters.iter().find(|c| c.name == "b").unwrap();
+    assert_eq!(b.registered_peers, 3);
+
+    // An admin makes node-1 rack-1's leader; Kilo moves the WireGuard IP.
+    annotate_node(&planes[1], "node-1", serde_json::json!({"kilo.squat.ai/leader": "true", "kilo.squat.ai/wireguard-ip": "10.102.0.2/24"})).await;
+    annotate_node(
+        &planes[1],
+        "node-0",
+        serde_json::json!({"kilo.squat.ai/wireguard-ip": ""}),
+    )
+    .await;
+    eventually("rack-1's Peer carries node-1's key", CONVERGE, || async {
+        let rack1 = &peers(&planes[0]).await["b.location-rack-1"];
+        rack1.spec.public_key == api::fixtures::wireguard_key(2, 1)
+            && rack1.spec.allowed_ips
+                == [
+                    "10.2.0.0/24",
+                    "10.2.1.0/24",
+                    "10.102.0.2/32",
+                    "10.202.0.0/16",
+                ]
+    })
+    .await;
+    assert_eq!(
+        peer_names(&planes[0]).await,
+        ["b.location-rack-1", "b.location-rack-2"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 pub use api::fixtures::{cluster_entry as cluster, wireguard_key as key};
 use api::{ClusterMeshSpec, fixtures::kilo_annotations};
 use mesh::{
-    ClusterView, MeshIdentity, NodeView, Observation, ObservedPeer, Plan, Settings, applied, plan,
+    ClusterView, Liveness, MeshIdentity, NodeView, Observation, ObservedPeer, Plan, Settings,
+    applied, plan,
 };
 
 pub fn identity() -> MeshIdentity {
@@ -21,6 +22,13 @@ pub fn settings() -> Settings {
     Settings {
         default_persistent_keepalive: Some(25),
         advertise_internal_ips: false,
+        // Nodes without a check-in time are not judged: only those a test
+        // makes silent (checked in at 0) are.
+        liveness: Some(Liveness {
+            now: 1_000_000,
+            stale_after_seconds: 90,
+        }),
+        ..Settings::default()
     }
 }
 
@@ -42,7 +50,7 @@ pub fn node(k: u8, i: u8) -> NodeView {
         pod_cidrs: vec![format!("10.{k}.{i}.0/24")],
         annotations: kilo_annotations(k, i),
         ready: true,
-        created: 0,
+        ..NodeView::default()
     }
 }
 

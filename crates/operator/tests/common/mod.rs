@@ -25,6 +25,7 @@ use kilo_clustermesh_operator::{
     leader::Fence,
     metrics::{Metrics, Readiness},
     rate_limit::Limits,
+    resolver::Lookup,
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -111,7 +112,7 @@ pub async fn put_secret(hub: &ControlPlane, name: &str, kubeconfig: &str) {
 /// Node `node-<i>` of cluster number `k`, annotated as Kilo annotates it.
 pub fn kilo_node(k: u8, i: u8) -> Node {
     let mut annotations = kilo_annotations(k, i);
-    annotations.insert("kilo.squat.ai/last-seen".into(), "1700000000".into());
+    annotations.insert("kilo.squat.ai/last-seen".into(), unix_now().to_string());
     ready_node(
         &format!("node-{i}"),
         annotations,
@@ -191,12 +192,17 @@ impl Drop for Operator {
 }
 
 pub fn start_operator(hub: &ControlPlane) -> Operator {
+    start_operator_with(hub, |_| {})
+}
+
+/// [`start_operator`] with the test's own changes to the settings.
+pub fn start_operator_with(hub: &ControlPlane, change: impl FnOnce(&mut Settings)) -> Operator {
     // Logs show with --nocapture, or for a failed test.
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("kilo_clustermesh_operator=info,kube_runtime=warn")
         .try_init();
-    let settings = Settings {
+    let mut settings = Settings {
         namespace: Some(NAMESPACE.into()),
         default_persistent_keepalive: 25,
         advertise_internal_ips: false,
@@ -208,7 +214,16 @@ pub fn start_operator(hub: &ControlPlane) -> Operator {
         },
         cleanup_timeout: Duration::from_secs(20),
         credentials_expiry_warning: Duration::from_secs(14 * 86_400),
+        // The test nodes' Kilo checks in once, at creation: none may count
+        // as silent during a test, unless the test says so.
+        check_in_grace: Duration::from_secs(3600),
+        endpoint_dns: mesh::EndpointDns::Resolve,
+        // Test nodes' endpoints are IPs; a test with names brings its own.
+        lookup: Lookup::new(|name| {
+            Box::pin(async move { Err(format!("{name}: no lookup in this test")) })
+        }),
     };
+    change(&mut settings);
     let metrics = Arc::new(Metrics::default());
     let task = tokio::spawn(controller::run(
         hub.admin_client(),
@@ -272,6 +287,23 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Merges `annotations` into node `name`'s.
+pub async fn annotate_node(plane: &ControlPlane, name: &str, annotations: serde_json::Value) {
+    let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+    Api::<Node>::all(plane.admin_client())
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// Now, in Unix seconds, as Kilo writes `last-seen`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub fn admin(plane: &ControlPlane) -> Client {
