@@ -127,8 +127,9 @@ fn leader<'a>(members: &[&'a NodeView]) -> Option<&'a NodeView> {
         .copied()
 }
 
-/// Whether the node's endpoint is an IP Kilo calls public: not RFC 1918 and
-/// not in `fd00::/8`.
+/// Whether the node's endpoint is an IP Kilo calls public (`isPublic`): not
+/// RFC 1918 and not in `fd00::/16` (Kilo's comment says `/8`, its code
+/// compares two bytes).
 fn public_endpoint(node: &NodeView) -> bool {
     let get = |key: &str| node.annotations.get(key).map(|v| v.trim());
     let endpoint = get(annotation::FORCE_ENDPOINT)
@@ -138,9 +139,14 @@ fn public_endpoint(node: &NodeView) -> bool {
         .and_then(crate::endpoint::parse)
         .as_ref()
         .and_then(node::endpoint_ip);
+    // An IPv4-mapped IPv6 address counts as IPv4 (Go's `To4`).
+    let ip = ip.map(|ip| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    });
     match ip {
         Some(IpAddr::V4(v4)) => !v4.is_private(),
-        Some(IpAddr::V6(v6)) => v6.octets()[0] != 0xfd,
+        Some(IpAddr::V6(v6)) => v6.segments()[0] != 0xfd00,
         None => false,
     }
 }

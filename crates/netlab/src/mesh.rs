@@ -17,7 +17,7 @@ use kube::{Api, api::ListParams};
 use testkit::ControlPlane;
 
 use crate::{
-    lab::{Lab, NodeAgent, plan::ClusterPlan},
+    lab::{ClusterOptions, Granularity, Lab, NodeAgent, NodeOptions, plan::ClusterPlan},
     probe,
 };
 
@@ -28,8 +28,7 @@ pub const MESH: &str = "lab";
 /// The hub: where the operator runs and the ClusterMesh lives.
 pub const HUB: &str = "cluster-a";
 
-/// Nodes per cluster at the start, and pods per node.
-pub const NODES: u8 = 2;
+/// Pods per node.
 pub const PODS: u8 = 1;
 /// The node of each cluster whose pod serves the cluster's ClusterIP.
 pub const SERVICE_NODE: &str = "node-2";
@@ -53,11 +52,70 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// How long the whole mesh may take to become Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The operator's `--node-check-in-grace` in the lab: none past Kilo's own
+/// 60 s, so that the operator moves a dead location leader's Peer when the
+/// lab's agents move the leadership (a user keeps the 60 s default).
+const CHECK_IN_GRACE: &str = "0s";
+
+/// What the lab builds: three clusters (a, b, c; a is the hub), each with
+/// its Kilo granularity and its nodes (node `n` is `nodes[n - 1]`).
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub clusters: [(Granularity, Vec<NodeOptions>); 3],
+}
+
+impl Layout {
+    /// Three `full` clusters of two nodes: `make demo`, and the faults of
+    /// `make e2e`.
+    pub fn full() -> Self {
+        let two = || (Granularity::Full, vec![NodeOptions::default(); 2]);
+        Self {
+            clusters: [two(), two(), two()],
+        }
+    }
+
+    /// Every granularity in one mesh: cluster-a `full` (two nodes),
+    /// cluster-b `location` (rack-1: node-1, the leader by annotation, and
+    /// node-2; rack-2: node-3 and node-4, located by the region label),
+    /// cluster-c `cross` (two nodes of one region, which Kilo does not
+    /// tunnel between).
+    pub fn mixed() -> Self {
+        Self {
+            clusters: [
+                (Granularity::Full, vec![NodeOptions::default(); 2]),
+                (
+                    Granularity::Location,
+                    vec![
+                        NodeOptions::in_location("rack-1").leader(),
+                        NodeOptions::in_location("rack-1"),
+                        NodeOptions::in_region("rack-2"),
+                        NodeOptions::in_region("rack-2"),
+                    ],
+                ),
+                (
+                    Granularity::Cross,
+                    vec![NodeOptions::in_region("zone-1"); 2],
+                ),
+            ],
+        }
+    }
+}
+
 impl Mesh {
     /// Builds the lab and meshes it. `say` reports each step.
     pub async fn start(
         tool: PathBuf,
         operator_binary: PathBuf,
+        say: &dyn Fn(&str),
+    ) -> anyhow::Result<Self> {
+        Self::start_with(tool, operator_binary, Layout::full(), say).await
+    }
+
+    /// [`Mesh::start`] with the clusters and nodes of `layout`.
+    pub async fn start_with(
+        tool: PathBuf,
+        operator_binary: PathBuf,
+        layout: Layout,
         say: &dyn Fn(&str),
     ) -> anyhow::Result<Self> {
         // Refusals (not root, no /dev/net/tun, a tool missing) before the
@@ -77,18 +135,30 @@ impl Mesh {
             futures::future::try_join_all(plans.iter().map(|p| ControlPlane::start(&p.name)))
                 .await?;
 
-        say("building the network: underlay, 6 nodes, a pod on each, wireguard-go on every node");
+        let described: Vec<String> = plans
+            .iter()
+            .zip(&layout.clusters)
+            .map(|(plan, (granularity, nodes))| {
+                format!("{} {} x{}", plan.name, granularity.as_str(), nodes.len())
+            })
+            .collect();
+        say(&format!(
+            "building the network: underlay, nodes ({}), a pod on each, wireguard-go on every node",
+            described.join(", ")
+        ));
         let mut lab = Lab::new(tool, NodeAgent::from_env()).await?;
-        for (plan, plane) in plans.iter().zip(&planes) {
-            lab.add_cluster(plan.clone(), plane).await?;
-            for n in 1..=NODES {
-                lab.add_node(&plan.name, n, PODS).await?;
+        for ((plan, plane), (granularity, nodes)) in plans.iter().zip(&planes).zip(&layout.clusters)
+        {
+            let options = ClusterOptions::granularity(*granularity);
+            lab.add_cluster_with(plan.clone(), plane, options).await?;
+            for (n, node) in (1..).zip(nodes) {
+                lab.add_node_with(&plan.name, n, PODS, node.clone()).await?;
             }
             lab.add_service(&plan.name, SERVICE_NODE).await?;
         }
-        say("waiting for every node's agent to check in (key, endpoint, WireGuard IP on its Node)");
-        for plane in &planes {
-            if let Err(error) = wait_for_agents(plane, usize::from(NODES)).await {
+        say("waiting for every node's agent to check in (key, endpoint, granularity on its Node)");
+        for (plane, (_, nodes)) in planes.iter().zip(&layout.clusters) {
+            if let Err(error) = wait_for_agents(plane, nodes.len()).await {
                 let logs: Vec<String> = lab
                     .nodes(plane.name())
                     .iter()
@@ -292,6 +362,7 @@ impl Operator {
                 NAMESPACE,
             ])
             .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
+            .arg(format!("--node-check-in-grace={CHECK_IN_GRACE}"))
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", "netlab-operator")
             .env("RUST_LOG", "info")
@@ -346,7 +417,9 @@ async fn run_with_kubeconfig(
     Ok(stdout)
 }
 
-/// Waits until `count` Nodes of `plane` carry the agent's key and WireGuard IP.
+/// Waits until `count` Nodes of `plane` carry the agent's key, endpoint and
+/// granularity, and a WireGuard IP where the agent leads (every node but a
+/// `location` cluster's non-leaders, which write none).
 async fn wait_for_agents(plane: &ControlPlane, count: usize) -> anyhow::Result<()> {
     let nodes = Api::<Node>::all(plane.admin_client());
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -357,9 +430,14 @@ async fn wait_for_agents(plane: &ControlPlane, count: usize) -> anyhow::Result<(
             .iter()
             .filter(|n| {
                 let annotations = n.metadata.annotations.clone().unwrap_or_default();
-                ["kilo.squat.ai/key", "kilo.squat.ai/wireguard-ip"]
-                    .iter()
-                    .all(|a| annotations.get(*a).is_some_and(|v| !v.is_empty()))
+                let has = |a: &str| annotations.get(a).is_some_and(|v| !v.is_empty());
+                let location = annotations
+                    .get("kilo.squat.ai/granularity")
+                    .is_some_and(|g| g == "location");
+                has("kilo.squat.ai/key")
+                    && has("kilo.squat.ai/endpoint")
+                    && has("kilo.squat.ai/granularity")
+                    && (location || has("kilo.squat.ai/wireguard-ip"))
             })
             .count();
         if checked_in >= count {

@@ -1,6 +1,8 @@
 //! `make e2e`: packets across a mesh the operator configured, in the network
-//! lab (three clusters of two nodes, real WireGuard, the operator binary as
-//! its own process). Needs root. Prints its figures as JSON at the end.
+//! lab (three clusters, real WireGuard, the operator binary as its own
+//! process): first three `full` clusters of two nodes through faults, then a
+//! mesh of every Kilo granularity through a location leader's failover.
+//! Needs root. Prints its figures as JSON at the end.
 //!
 //! Each step waits at most a fixed deadline; on a failure the lab's state
 //! (Peers, `wg show`, routes, agent and operator logs) is printed.
@@ -18,7 +20,7 @@ use api::Peer;
 use k8s_openapi::api::core::v1::Node;
 use kilo_clustermesh_netlab::{
     lab::{host, plan::ClusterPlan},
-    mesh::{HUB, MESH, Mesh, NAMESPACE},
+    mesh::{HUB, Layout, MESH, Mesh, NAMESPACE},
     probe,
 };
 use kube::{Api, ResourceExt, api::ListParams};
@@ -34,7 +36,7 @@ async fn packets_cross_the_mesh_and_survive_its_faults() {
     let say = |step: &str| eprintln!("[e2e {:>5.1}s] {step}", started.elapsed().as_secs_f64());
     let mut figures = Figures::new();
     {
-        let mut mesh = match Mesh::start(tool, operator, &say).await {
+        let mut mesh = match Mesh::start(tool.clone(), operator.clone(), &say).await {
             Ok(mesh) => mesh,
             Err(error) => panic!("the meshed lab did not start: {error:#}"),
         };
@@ -47,6 +49,24 @@ async fn packets_cross_the_mesh_and_survive_its_faults() {
     }
     let left = host::leftovers();
     assert!(left.is_empty(), "the lab left behind: {left:?}");
+    say(
+        "10. a second lab: cluster-a full, cluster-b location (two locations of two nodes), cluster-c cross",
+    );
+    {
+        let mixed = Instant::now();
+        let mut mesh = match Mesh::start_with(tool, operator, Layout::mixed(), &say).await {
+            Ok(mesh) => mesh,
+            Err(error) => panic!("the mixed lab did not start: {error:#}"),
+        };
+        figures.insert("mixed_setup_seconds", mixed.elapsed().as_secs_f64().into());
+        let result = granularities(&mut mesh, &mut figures, &say).await;
+        if let Err(error) = result {
+            eprintln!("{}", mesh.describe().await);
+            panic!("{error:#}");
+        }
+    }
+    let left = host::leftovers();
+    assert!(left.is_empty(), "the mixed lab left behind: {left:?}");
     figures.insert("total_seconds", started.elapsed().as_secs_f64().into());
     println!("{}", serde_json::to_string_pretty(&figures).unwrap());
 }
@@ -347,6 +367,160 @@ async fn scenarios(
     );
     figures.insert("anchor_move_service", serde_json::to_value(gaps)?);
     Ok(())
+}
+
+/// A mesh of every granularity: one Peer per location of cluster-b, one per
+/// node of a and c; every pod reaches every other cluster's pods and
+/// services; a location leader's death hands its location to the next node.
+async fn granularities(
+    mesh: &mut Mesh,
+    figures: &mut Figures,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<()> {
+    say("11. Peers: one per location of cluster-b, one per node of cluster-a and cluster-c");
+    let expected_on_a = [
+        "cluster-b.location-rack-1",
+        "cluster-b.location-rack-2",
+        "cluster-c.node-1",
+        "cluster-c.node-2",
+    ];
+    within(
+        Duration::from_secs(30),
+        "the Peers on cluster-a",
+        || async { (peer_names(mesh, HUB).await == expected_on_a).then_some(()) },
+    )
+    .await?;
+    let rack1 = rack1_peer(mesh).await?;
+    anyhow::ensure!(
+        rack1.spec.public_key == node_key(mesh, "cluster-b", "node-1").await?,
+        "rack-1's Peer does not carry its leader node-1's key"
+    );
+    // Peers written into the location cluster are per node: Kilo puts them on its leaders.
+    let on_b = peer_names(mesh, "cluster-b").await;
+    anyhow::ensure!(
+        on_b == [
+            "cluster-a.node-1",
+            "cluster-a.node-2",
+            "cluster-c.node-1",
+            "cluster-c.node-2"
+        ],
+        "Peers on cluster-b: {on_b:?}"
+    );
+
+    say("12. every pod reaches every pod and service of the other clusters");
+    let matrix = probe::settled_ping_matrix(&mesh.lab, Duration::from_secs(60)).await;
+    eprintln!("{}", probe::render_matrix(&matrix));
+    anyhow::ensure!(
+        matrix.iter().all(probe::Ping::reached),
+        "a pair never answered within 60 s"
+    );
+    figures.insert("mixed_ping_pairs", matrix.len().into());
+    let services = probe::settled_service_matrix(&mesh.lab, Duration::from_secs(30)).await;
+    eprintln!("{}", probe::render_services(&services));
+    for probe in &services {
+        let reply = probe.reply.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        anyhow::ensure!(
+            reply.ends_with("/node-2"),
+            "{} answered by {reply}",
+            probe.service
+        );
+    }
+
+    say(
+        "13. rack-1's leader node-1 dies (its agent stops): node-2 leads rack-1, traffic to node-2 resumes",
+    );
+    let target = pod_ip(mesh, "cluster-b", "node-2");
+    let ping = probe::ContinuousPing::start(
+        "kcmlab-a1-p1",
+        target,
+        Duration::from_millis(200),
+        Duration::from_secs(150),
+    )?;
+    mesh.lab.stop_agent("cluster-b", "node-1").await?;
+    let died = Instant::now();
+    let node2_key = node_key(mesh, "cluster-b", "node-2").await?;
+    within(
+        Duration::from_secs(120),
+        "rack-1's Peer carrying node-2's key, and an answer from node-2's pod",
+        || async {
+            let moved = rack1_peer(mesh).await.ok()?.spec.public_key == node2_key;
+            (moved && probe::ping("kcmlab-a1-p1", target, 1).await.is_some()).then_some(())
+        },
+    )
+    .await?;
+    figures.insert(
+        "leader_failover_seconds",
+        died.elapsed().as_secs_f64().into(),
+    );
+    let loss = ping.stop().await?;
+    eprintln!("a1 -> b2 across the failover: {loss:?}");
+    figures.insert("leader_failover_ping", serde_json::to_value(loss)?);
+    let status = mesh.status().await?;
+    let b = status.clusters.iter().find(|c| c.name == "cluster-b");
+    let skipped: Vec<&str> = b
+        .iter()
+        .flat_map(|b| &b.skipped)
+        .map(|s| s.reason.as_str())
+        .collect();
+    anyhow::ensure!(
+        skipped == ["NotCheckingIn"],
+        "cluster-b's skipped nodes: {skipped:?}"
+    );
+    // Every pod but the dead node's.
+    let matrix: Vec<probe::Ping> = probe::settled_ping_matrix(&mesh.lab, Duration::from_secs(30))
+        .await
+        .into_iter()
+        .filter(|p| !p.from.starts_with("kcmlab-b1-") && !p.to.starts_with("kcmlab-b1-"))
+        .collect();
+    anyhow::ensure!(
+        matrix.iter().all(probe::Ping::reached),
+        "a pair lost its path after the failover:\n{}",
+        probe::render_matrix(&matrix)
+    );
+
+    say(
+        "14. node-1's agent comes back: it leads rack-1 again (the leader annotation), every pair answers",
+    );
+    mesh.lab.restart_agent("cluster-b", "node-1").await?;
+    let back = Instant::now();
+    let node1_key = node_key(mesh, "cluster-b", "node-1").await?;
+    within(
+        Duration::from_secs(60),
+        "rack-1's Peer back on node-1",
+        || async { (rack1_peer(mesh).await.ok()?.spec.public_key == node1_key).then_some(()) },
+    )
+    .await?;
+    let matrix = probe::settled_ping_matrix(&mesh.lab, Duration::from_secs(60)).await;
+    anyhow::ensure!(
+        matrix.iter().all(probe::Ping::reached),
+        "a pair never answered after node-1 came back:\n{}",
+        probe::render_matrix(&matrix)
+    );
+    figures.insert(
+        "leader_back_full_matrix_seconds",
+        back.elapsed().as_secs_f64().into(),
+    );
+    Ok(())
+}
+
+async fn peer_names(mesh: &Mesh, cluster: &str) -> Vec<String> {
+    let Ok(plane) = mesh.plane(cluster) else {
+        return vec![];
+    };
+    let peers = Api::<Peer>::all(plane.admin_client())
+        .list(&ListParams::default())
+        .await;
+    let mut names: Vec<String> = peers
+        .map(|l| l.items.iter().map(|p| p.name_any()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+async fn rack1_peer(mesh: &Mesh) -> anyhow::Result<Peer> {
+    Ok(Api::<Peer>::all(mesh.plane(HUB)?.admin_client())
+        .get("cluster-b.location-rack-1")
+        .await?)
 }
 
 /// Every node's `wg show kilo0`: exactly the other nodes of its cluster and

@@ -1,13 +1,16 @@
-//! The lab's node agent: Kilo's `kg` behaviour for `--mesh-granularity=full`,
-//! written from Kilo's documented behaviour (`../shared/reference/kilo.md`),
-//! not from its code. It runs inside a node's namespaces, next to the
-//! `kilo0` that `wireguard-go` made (kg's `--create-interface=false`).
+//! The lab's node agent: Kilo's `kg` behaviour for `--mesh-granularity`
+//! `full`, `location` and `cross` (Kilo PR #490), written from Kilo's
+//! documented behaviour (`../shared/reference/kilo.md`), not from its code.
+//! It runs inside a node's namespaces, next to the `kilo0` that
+//! `wireguard-go` made (kg's `--create-interface=false`).
 //!
-//! - check-in (`Mesh.checkIn`, `nodeBackend.Set`): key, endpoint, WireGuard
-//!   IP, granularity and `last-seen` on its own Node, every 30 s;
-//! - on every Node or Peer event and every resync: the ready nodes and Peers
-//!   ([`topology`]) become `kilo0`'s config, routes and NAT rules ([`device`]).
+//! - check-in (`Mesh.checkIn`, `nodeBackend.Set`): key, endpoint, internal
+//!   IP, WireGuard IP, granularity and `last-seen` on its own Node, every 30 s;
+//! - on every Node or Peer event and every resync: the Nodes and Peers as kg
+//!   reads them ([`backend`]), the ready ones grouped in segments
+//!   ([`topology`]), become `kilo0`'s config, routes and NAT rules ([`device`]).
 
+pub mod backend;
 pub mod device;
 pub mod topology;
 
@@ -18,7 +21,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures::StreamExt;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
@@ -30,8 +33,9 @@ use kube::{
 use tokio::sync::Notify;
 
 use self::{
+    backend::{KiloNode, PeerIndex, annotation},
     device::Device,
-    topology::{KiloNode, PeerIndex, annotation},
+    topology::Granularity,
 };
 use crate::sh;
 
@@ -56,9 +60,13 @@ pub struct Args {
     pub port: u16,
     #[arg(long, default_value = "kilo0")]
     pub interface: String,
-    /// `full` only, for now; `location` and `cross` come with the granularity work.
-    #[arg(long, default_value = "full")]
-    pub mesh_granularity: String,
+    /// `location` (kg's default), `full`, or `cross` (Kilo PR #490).
+    #[arg(long, default_value = "location")]
+    pub mesh_granularity: Granularity,
+    /// The Node label that gives a node's location when it has no
+    /// `kilo.squat.ai/location` annotation.
+    #[arg(long, default_value = annotation::REGION_LABEL)]
+    pub topology_label: String,
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub resync_period: Duration,
     /// kg keeps its key at this fixed path.
@@ -73,12 +81,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_ansi(false)
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
         .init();
-    if args.mesh_granularity != "full" {
-        bail!(
-            "--mesh-granularity={} is not supported by the lab's agent yet: only full",
-            args.mesh_granularity
-        );
-    }
     let (private_key, public_key) = key_pair(&args.key_file).await?;
     let client = client(&args.kubeconfig).await?;
     let changed = Arc::new(Notify::new());
@@ -97,6 +99,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(feed_peers(client.clone(), peers.clone(), changed.clone()));
 
     let mut device = Device::new(args.interface.clone(), private_key);
+    // kg looks once, at start (`mesh.New`).
+    let private_ip = device.private_ip().await?;
+    tracing::info!(
+        private_ip = private_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        granularity = %args.mesh_granularity,
+        "starting"
+    );
     let mut resync = tokio::time::interval(args.resync_period);
     let mut check_in = tokio::time::interval(CHECK_IN_PERIOD);
     let node_api = Api::<Node>::all(client);
@@ -127,16 +136,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         };
         let ready: Vec<KiloNode> = all
             .iter()
-            .map(|n| KiloNode::from_node(n))
+            .map(|n| KiloNode::from_node(n, &args.topology_label))
             .filter(|n| n.ready(now))
             .collect();
-        let topology =
-            topology::full_mesh(&args.hostname, &ready, &peers_ready(&peers), args.subnet);
-        let wireguard_ip = topology
-            .as_ref()
-            .map(|t| t.wireguard_cidr.to_string())
-            .unwrap_or_default();
-        let wanted = match own_annotations(local, &public_key, args.port, &wireguard_ip) {
+        let topology = topology::topology(
+            args.mesh_granularity,
+            &args.hostname,
+            &ready,
+            &peers_ready(&peers),
+            args.subnet,
+        );
+        let own = OwnAnnotations {
+            public_key: &public_key,
+            port: args.port,
+            private_ip,
+            wireguard_ip: topology.as_ref().ok().and_then(|t| t.wireguard_ip()),
+            granularity: args.mesh_granularity,
+        };
+        let wanted = match own.of(local, &args.topology_label) {
             Ok(wanted) => wanted,
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), "cannot check in");
@@ -169,9 +186,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Err(why) => tracing::info!(%why, "nothing to apply"),
             Ok(topology) => match device.apply(&topology).await {
                 Ok(changes) if changes.any() => tracing::info!(
-                    peers = topology.peers.len(),
+                    leader = topology.wireguard.is_some(),
+                    peers = topology.wireguard.as_ref().map_or(0, |w| w.peers.len()),
                     routes = topology.routes.len(),
-                    wireguard_ip = %topology.wireguard_cidr,
+                    wireguard_ip = topology
+                        .wireguard_ip()
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_default(),
                     ?changes,
                     "applied"
                 ),
@@ -185,34 +206,50 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// The annotations kg keeps on its own Node (`nodeBackend.Set`), but
-/// `last-seen`. The endpoint is the Node's InternalIP and `--port` (kg finds
-/// the address on its interfaces); the lab's addresses are not RFC 1918, so
-/// like kg there is no internal IP.
-fn own_annotations(
-    local: &Node,
-    public_key: &str,
+/// What the agent knows of itself, for its check-in.
+struct OwnAnnotations<'a> {
+    public_key: &'a str,
     port: u16,
-    wireguard_ip: &str,
-) -> anyhow::Result<BTreeMap<String, String>> {
-    let address = local
-        .status
-        .as_ref()
-        .and_then(|s| s.addresses.as_ref())
-        .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
-        .map(|a| a.address.clone())
-        .context("the Node has no InternalIP")?;
-    let endpoint = topology::Endpoint::Ip(address.parse().context("the Node's InternalIP")?, port);
-    Ok(BTreeMap::from([
-        (annotation::KEY.into(), public_key.to_owned()),
-        (annotation::ENDPOINT.into(), endpoint.to_string()),
-        (annotation::INTERNAL_IP.into(), String::new()),
-        (annotation::WIREGUARD_IP.into(), wireguard_ip.to_owned()),
-        (annotation::GRANULARITY.into(), "full".into()),
-    ]))
+    /// The private IP found at start.
+    private_ip: Option<IpNet>,
+    /// The address of a leader's `kilo0`; `None` on a non-leader.
+    wireguard_ip: Option<IpNet>,
+    granularity: Granularity,
 }
 
-fn peers_ready(peers: &Mutex<PeerIndex>) -> Vec<topology::KiloPeer> {
+impl OwnAnnotations<'_> {
+    /// The annotations kg keeps on its own Node (`handleLocal`,
+    /// `nodeBackend.Set`), but `last-seen`. The endpoint is the Node's
+    /// InternalIP and `--port` (kg finds the address on its interfaces). The
+    /// internal IP is the forced or already written one, else the one found
+    /// at start, and none when `force-internal-ip` says so.
+    fn of(&self, local: &Node, topology_label: &str) -> anyhow::Result<BTreeMap<String, String>> {
+        let address = local
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+            .map(|a| a.address.clone())
+            .context("the Node has no InternalIP")?;
+        let endpoint =
+            backend::Endpoint::Ip(address.parse().context("the Node's InternalIP")?, self.port);
+        let written = KiloNode::from_node(local, topology_label);
+        let internal_ip = match written.no_internal_ip {
+            true => None,
+            false => written.internal_ip.or(self.private_ip),
+        };
+        let text = |ip: Option<IpNet>| ip.map(|ip| ip.to_string()).unwrap_or_default();
+        Ok(BTreeMap::from([
+            (annotation::KEY.into(), self.public_key.to_owned()),
+            (annotation::ENDPOINT.into(), endpoint.to_string()),
+            (annotation::INTERNAL_IP.into(), text(internal_ip)),
+            (annotation::WIREGUARD_IP.into(), text(self.wireguard_ip)),
+            (annotation::GRANULARITY.into(), self.granularity.to_string()),
+        ]))
+    }
+}
+
+fn peers_ready(peers: &Mutex<PeerIndex>) -> Vec<backend::KiloPeer> {
     peers.lock().map(|p| p.ready()).unwrap_or_default()
 }
 
@@ -287,4 +324,71 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn own(private_ip: Option<&str>) -> OwnAnnotations<'static> {
+        OwnAnnotations {
+            public_key: "key",
+            port: 51820,
+            private_ip: private_ip.map(|ip| ip.parse().unwrap()),
+            wireguard_ip: None,
+            granularity: Granularity::Location,
+        }
+    }
+
+    fn node(annotations: &[(&str, &str)]) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            status: Some(NodeStatus {
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: "198.51.100.12".into(),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_check_in_writes_the_found_private_ip_unless_one_is_forced_written_or_refused() {
+        let internal = |own: &OwnAnnotations<'_>, annotations: &[(&str, &str)]| {
+            let written = own
+                .of(&node(annotations), annotation::REGION_LABEL)
+                .unwrap();
+            written[annotation::INTERNAL_IP].clone()
+        };
+        let found = own(Some("172.18.1.12/24"));
+        assert_eq!(internal(&found, &[]), "172.18.1.12/24");
+        assert_eq!(internal(&own(None), &[]), "");
+        let written = (annotation::INTERNAL_IP, "172.18.9.9/24");
+        assert_eq!(internal(&found, &[written]), "172.18.9.9/24");
+        let forced = (annotation::FORCE_INTERNAL_IP, "10.9.0.1/16");
+        assert_eq!(internal(&found, &[written, forced]), "10.9.0.1/16");
+        let refused = (annotation::FORCE_INTERNAL_IP, "-");
+        assert_eq!(internal(&found, &[refused]), "");
+        let all = found.of(&node(&[]), annotation::REGION_LABEL).unwrap();
+        assert_eq!(all[annotation::ENDPOINT], "198.51.100.12:51820");
+        assert_eq!(all[annotation::GRANULARITY], "location");
+        assert_eq!(
+            all[annotation::WIREGUARD_IP],
+            "",
+            "a non-leader writes no address"
+        );
+    }
 }

@@ -18,6 +18,11 @@
 //! cluster's API server on loopback through a forwarder: `127.0.0.1:<port>`
 //! inside the node → a Unix socket in the state directory → the API server.
 //!
+//! A cluster's agents run in Kilo's `full` granularity unless
+//! [`ClusterOptions`] say otherwise; [`NodeOptions`] put a node in a location,
+//! make it its leader, and give it the private address Kilo needs to group it
+//! with the other nodes of its location.
+//!
 //! Nothing routes out of the lab's namespaces. Dropping the [`Lab`] removes
 //! every process, mount and namespace it made, also after a panic; a lab
 //! whose process was killed is cleaned by the next one ([`host::claim`]).
@@ -41,7 +46,8 @@ use kube::{
 use testkit::{ControlPlane, Process};
 
 use self::plan::{ClusterPlan, NodePlan, SERVICE_PORT, UNDERLAY_NETNS, WIREGUARD_PORT};
-use crate::sh::run;
+pub use crate::agent::topology::Granularity;
+use crate::{agent::backend::annotation, sh::run};
 
 /// What runs on every node to turn Nodes and Peers into WireGuard config.
 #[derive(Clone, Debug)]
@@ -62,6 +68,97 @@ impl NodeAgent {
     }
 }
 
+/// How a cluster is built. The default is what [`Lab::add_cluster`] builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// The agents' `--mesh-granularity`.
+    pub granularity: Granularity,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            granularity: Granularity::Full,
+        }
+    }
+}
+
+impl ClusterOptions {
+    pub fn granularity(granularity: Granularity) -> Self {
+        Self { granularity }
+    }
+}
+
+/// Where Kilo places a node: the annotation, or the label kg falls back to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeLocation {
+    /// `kilo.squat.ai/location`.
+    Annotation(String),
+    /// `topology.kubernetes.io/region` (kg's default `--topology-label`).
+    RegionLabel(String),
+}
+
+impl NodeLocation {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Annotation(name) | Self::RegionLabel(name) => name,
+        }
+    }
+}
+
+/// How a node is registered and addressed. The default is what
+/// [`Lab::add_node`] builds: no location, no leader annotation, no private
+/// address (so Kilo finds no internal IP and the node is a segment of its own).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeOptions {
+    pub location: Option<NodeLocation>,
+    /// `kilo.squat.ai/leader` on the Node at registration.
+    pub leader: bool,
+    /// An RFC 1918 address on the node's underlay link, shared as a subnet
+    /// with the nodes of the same location only ([`ClusterPlan::private_ip`]):
+    /// kg takes it as the node's internal IP.
+    pub private_ip: bool,
+}
+
+impl NodeOptions {
+    /// In `location` (the annotation), with a private address.
+    pub fn in_location(location: &str) -> Self {
+        Self {
+            location: Some(NodeLocation::Annotation(location.to_owned())),
+            private_ip: true,
+            ..Self::default()
+        }
+    }
+
+    /// In `region` (the region label), with a private address.
+    pub fn in_region(region: &str) -> Self {
+        Self {
+            location: Some(NodeLocation::RegionLabel(region.to_owned())),
+            private_ip: true,
+            ..Self::default()
+        }
+    }
+
+    /// With the `kilo.squat.ai/leader` annotation.
+    pub fn leader(mut self) -> Self {
+        self.leader = true;
+        self
+    }
+
+    /// With a private address even without a location (the location `""`).
+    pub fn with_private_ip(mut self) -> Self {
+        self.private_ip = true;
+        self
+    }
+
+    /// Without a private address: Kilo finds no internal IP, and puts the
+    /// node in a segment of its own whatever its location.
+    pub fn without_private_ip(mut self) -> Self {
+        self.private_ip = false;
+        self
+    }
+}
+
 /// A running lab. Dropping it removes everything it made.
 pub struct Lab {
     dir: PathBuf,
@@ -73,6 +170,10 @@ pub struct Lab {
 
 struct LabCluster {
     plan: ClusterPlan,
+    options: ClusterOptions,
+    /// The locations of its nodes with a private address, in order of
+    /// first use: the `l`-th gets the private subnet `l`.
+    private_subnets: Vec<String>,
     client: Client,
     kubeconfig: PathBuf,
     api_port: u16,
@@ -132,11 +233,23 @@ impl Lab {
         Ok(())
     }
 
-    /// Adds a cluster whose Nodes live on `plane`.
+    /// Adds a cluster whose Nodes live on `plane`, its agents in `full`
+    /// granularity.
     pub async fn add_cluster(
         &mut self,
         plan: ClusterPlan,
         plane: &ControlPlane,
+    ) -> anyhow::Result<()> {
+        self.add_cluster_with(plan, plane, ClusterOptions::default())
+            .await
+    }
+
+    /// Adds a cluster whose Nodes live on `plane`, built as `options` say.
+    pub async fn add_cluster_with(
+        &mut self,
+        plan: ClusterPlan,
+        plane: &ControlPlane,
+        options: ClusterOptions,
     ) -> anyhow::Result<()> {
         let kubeconfig = self.dir.join(format!("{}.kubeconfig", plan.name));
         std::fs::write(&kubeconfig, plane.admin_kubeconfig())?;
@@ -157,6 +270,8 @@ impl Lab {
             plan.name.clone(),
             LabCluster {
                 plan,
+                options,
+                private_subnets: Vec::new(),
                 client: plane.admin_client(),
                 kubeconfig,
                 api_port,
@@ -200,11 +315,47 @@ impl Lab {
             .collect()
     }
 
-    /// Adds node `n` to `cluster`: namespaces, links, WireGuard, the Node
-    /// object as a kubelet registers it, then the agent.
+    /// The granularity of `cluster`'s agents.
+    pub fn granularity(&self, cluster: &str) -> Option<Granularity> {
+        self.clusters.get(cluster).map(|c| c.options.granularity)
+    }
+
+    /// Adds node `n` to `cluster` with no location and no private address.
     pub async fn add_node(&mut self, cluster: &str, n: u8, pods: u8) -> anyhow::Result<NodePlan> {
+        self.add_node_with(cluster, n, pods, NodeOptions::default())
+            .await
+    }
+
+    /// Adds node `n` to `cluster`: namespaces, links, WireGuard, the Node
+    /// object as a kubelet registers it (with the location and leader
+    /// annotation or label of `options`), then the agent.
+    pub async fn add_node_with(
+        &mut self,
+        cluster: &str,
+        n: u8,
+        pods: u8,
+        options: NodeOptions,
+    ) -> anyhow::Result<NodePlan> {
+        let lab_cluster = self.cluster_mut(cluster)?;
+        let mut plan = lab_cluster.plan.node(n, pods);
+        if options.private_ip {
+            let location = options.location.as_ref().map_or("", NodeLocation::name);
+            let subnet = match lab_cluster
+                .private_subnets
+                .iter()
+                .position(|l| l == location)
+            {
+                Some(index) => index + 1,
+                None => {
+                    lab_cluster.private_subnets.push(location.to_owned());
+                    lab_cluster.private_subnets.len()
+                }
+            };
+            let subnet = u8::try_from(subnet)
+                .with_context(|| format!("{cluster} has more than 255 locations"))?;
+            plan.private_ip = Some(lab_cluster.plan.private_ip(subnet, n));
+        }
         let lab_cluster = self.cluster(cluster)?;
-        let plan = lab_cluster.plan.node(n, pods);
         let client = lab_cluster.client.clone();
         let cluster_plan = lab_cluster.plan.clone();
         let api_port = lab_cluster.api_port;
@@ -253,6 +404,11 @@ impl Lab {
             cluster_plan.underlay.prefix_len()
         );
         run("ip", &["-n", ns, "addr", "add", &address, "dev", "eth0"]).await?;
+        // Second, so the underlay address stays eth0's primary one.
+        if let Some(private) = plan.private_ip {
+            let private = private.to_string();
+            run("ip", &["-n", ns, "addr", "add", &private, "dev", "eth0"]).await?;
+        }
         run("ip", &["-n", ns, "link", "set", "eth0", "up"]).await?;
         for k in (1..=3).filter(|k| *k != cluster_plan.k) {
             let other = ClusterPlan::new(k).underlay.to_string();
@@ -360,7 +516,7 @@ impl Lab {
         }
 
         Api::<Node>::all(client)
-            .create(&PostParams::default(), &registered_node(&plan))
+            .create(&PostParams::default(), &registered_node(&plan, &options))
             .await
             .with_context(|| format!("registering Node {} on {cluster}", plan.name))?;
         let mut node = LabNode {
@@ -403,6 +559,30 @@ impl Lab {
             run("ip", &["netns", "delete", &ns]).await?;
         }
         let _ = std::fs::remove_dir_all(self.dir.join(&node_dir));
+        Ok(())
+    }
+
+    /// Kills a node's agent (SIGKILL), as when kg crashes: the node stays,
+    /// its `kilo0` keeps what the agent last put there, and its `last-seen`
+    /// ages, so after 60 s Kilo counts it as not ready. Does nothing if the
+    /// agent is not running.
+    pub async fn stop_agent(&mut self, cluster: &str, name: &str) -> anyhow::Result<()> {
+        self.node_mut(cluster, name)?.agent = None; // killed
+        Ok(())
+    }
+
+    /// Starts a node's agent again (killing it first if it runs), with the
+    /// same key. The log of the previous one is kept beside the new one, as
+    /// `<netns>-agent.previous.log`.
+    pub async fn restart_agent(&mut self, cluster: &str, name: &str) -> anyhow::Result<()> {
+        let node = self.node_mut(cluster, name)?;
+        node.agent = None;
+        let plan = node.plan.clone();
+        let log = self.dir.join(format!("{}-agent.log", plan.netns));
+        let previous = self.dir.join(format!("{}-agent.previous.log", plan.netns));
+        let _ = std::fs::rename(log, previous);
+        let restarted = self.start_agent(&plan)?;
+        self.node_mut(cluster, name)?.agent = Some(restarted);
         Ok(())
     }
 
@@ -495,10 +675,18 @@ impl Lab {
         let hostname = format!("--hostname={}", plan.name);
         let subnet = format!("--subnet={}", cluster.plan.wireguard);
         let port = format!("--port={WIREGUARD_PORT}");
+        let granularity = format!("--mesh-granularity={}", cluster.options.granularity);
         let (program, args): (&Path, Vec<&str>) = match &self.agent {
             NodeAgent::Compatible => (
                 &self.tool,
-                vec!["agent", &kubeconfig, &hostname, &subnet, &port],
+                vec![
+                    "agent",
+                    &kubeconfig,
+                    &hostname,
+                    &subnet,
+                    &port,
+                    &granularity,
+                ],
             ),
             // The flags docs/netlab.md lists for running kg outside a pod.
             NodeAgent::Kilo(kg) => (
@@ -511,7 +699,7 @@ impl Lab {
                     "--create-interface=false",
                     "--cni=false",
                     "--encapsulate=never",
-                    "--mesh-granularity=full",
+                    &granularity,
                     "--listen=127.0.0.1:1107",
                 ],
             ),
@@ -628,11 +816,28 @@ async fn service_rules(
 }
 
 /// The Node a kubelet would register: pod CIDR (both fields: Kilo reads the
-/// singular one), the underlay address as InternalIP, Ready.
-fn registered_node(plan: &NodePlan) -> Node {
+/// singular one), the underlay address as InternalIP, Ready; with the
+/// location and leader annotations or label an administrator would set.
+fn registered_node(plan: &NodePlan, options: &NodeOptions) -> Node {
+    let mut annotations = BTreeMap::new();
+    let mut labels = BTreeMap::new();
+    match &options.location {
+        Some(NodeLocation::Annotation(location)) => {
+            annotations.insert(annotation::LOCATION.to_owned(), location.clone());
+        }
+        Some(NodeLocation::RegionLabel(region)) => {
+            labels.insert(annotation::REGION_LABEL.to_owned(), region.clone());
+        }
+        None => {}
+    }
+    if options.leader {
+        annotations.insert(annotation::LEADER.to_owned(), "true".to_owned());
+    }
     Node {
         metadata: ObjectMeta {
             name: Some(plan.name.clone()),
+            annotations: Some(annotations).filter(|a| !a.is_empty()),
+            labels: Some(labels).filter(|l| !l.is_empty()),
             ..Default::default()
         },
         spec: Some(NodeSpec {

@@ -6,7 +6,11 @@
 //! `10.10k.0.0/24` (Kilo's `--subnet`), services `10.20k.0.0/16` (one
 //! ClusterIP, `10.20k.0.10`). Its nodes sit on an underlay subnet from the
 //! documentation ranges: `192.0.2.0/24`, `198.51.100.0/24`, `203.0.113.0/24`,
-//! gateway `.1`, node `n` at `.(10+n)`.
+//! gateway `.1`, node `n` at `.(10+n)`. A node that has a private address
+//! (what Kilo takes as its internal IP) gets it on the same link, from the
+//! RFC 1918 range `172.(16+k).0.0/16`: `172.(16+k).l.(10+n)/24` for the
+//! cluster's `l`-th location, so only the nodes of one location share a
+//! private subnet.
 
 use std::net::Ipv4Addr;
 
@@ -45,6 +49,9 @@ pub struct NodePlan {
     /// The node's network namespace: `kcmlab-a1`.
     pub netns: String,
     pub underlay_ip: Ipv4Addr,
+    /// The node's private address with its mask, if it has one (see
+    /// [`ClusterPlan::private_ip`]).
+    pub private_ip: Option<Ipv4Net>,
     pub pod_cidr: Ipv4Net,
     pub pods: Vec<PodPlan>,
 }
@@ -87,7 +94,13 @@ impl ClusterPlan {
         offset(self.services.network(), 10)
     }
 
-    /// Node `n` (1-based) with `pods` pods.
+    /// The private address of node `n` in the cluster's `location`-th
+    /// (1-based) location, with its mask.
+    pub fn private_ip(&self, location: u8, n: u8) -> Ipv4Net {
+        net(Ipv4Addr::new(172, 16 + self.k, location, 10 + n), 24)
+    }
+
+    /// Node `n` (1-based) with `pods` pods, without a private address.
     pub fn node(&self, n: u8, pods: u8) -> NodePlan {
         let netns = format!("{NETNS_PREFIX}{}{n}", self.letter());
         let pod_cidr = net(Ipv4Addr::new(10, self.k, n, 0), 24);
@@ -95,6 +108,7 @@ impl ClusterPlan {
             cluster: self.name.clone(),
             name: format!("node-{n}"),
             underlay_ip: offset(self.underlay.network(), 10 + u32::from(n)),
+            private_ip: None,
             pods: (1..=pods)
                 .map(|p| PodPlan {
                     netns: format!("{netns}-p{p}"),
@@ -134,8 +148,11 @@ mod tests {
         assert_eq!(node.pod_cidr.to_string(), "10.2.3.0/24");
         assert_eq!(node.pods[1].netns, "kcmlab-b3-p2");
         assert_eq!(node.pods[1].ip.to_string(), "10.2.3.12");
+        assert_eq!(node.private_ip, None);
+        assert_eq!(b.private_ip(2, 3).to_string(), "172.18.2.13/24");
         let a = ClusterPlan::new(1);
         assert!(!a.pods.contains(&b.pods) && !a.wireguard.contains(&b.wireguard));
+        assert!(!a.private_ip(1, 1).contains(&b.private_ip(1, 1).addr()));
     }
 
     #[test]
