@@ -18,8 +18,12 @@ pub const CLUSTER_LABEL: &str = "kilo-clustermesh.io/cluster";
 pub const ANCHOR_LABEL: &str = "kilo-clustermesh.io/anchor";
 /// `namespace/name` of the mesh, readable by people.
 pub const MESH_ANNOTATION: &str = "kilo-clustermesh.io/mesh-name";
-/// The node the Peer describes (its name may be shortened in the Peer name).
+/// The node the Peer describes (its name may be shortened in the Peer name),
+/// or for a location of a `location` cluster, `location-<location>`.
 pub const NODE_ANNOTATION: &str = "kilo-clustermesh.io/node";
+/// On a location's Peer: the nodes it carries, comma-separated, its leader
+/// (whose key and endpoint it has) first.
+pub const MEMBERS_ANNOTATION: &str = "kilo-clustermesh.io/nodes";
 
 /// A mesh, told apart from every other: same-named meshes in two namespaces,
 /// or two hubs writing to the same remote cluster, never share Peers.

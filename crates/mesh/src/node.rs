@@ -210,8 +210,8 @@ pub struct EligibleNode {
     pub location: String,
     /// When its Node was created (Unix seconds).
     pub created: i64,
-    /// The nodes whose traffic its Peer carries, sorted: the node itself, or
-    /// every peered node of the location.
+    /// The nodes whose traffic its Peer carries: the node itself, or every
+    /// peered node of the location, its leader first, then by name.
     pub members: Vec<String>,
     /// The DNS name its endpoint annotation gives, if any (with
     /// `--endpoint-dns=resolve`, `endpoint` holds the address instead).

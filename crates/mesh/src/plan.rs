@@ -14,8 +14,8 @@ use crate::{
     conflict::{self, Conflict},
     endpoint::{DnsAnswers, EndpointDns},
     identity::{
-        ANCHOR_LABEL, CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MESH_ANNOTATION, MESH_LABEL,
-        MeshIdentity, NODE_ANNOTATION,
+        ANCHOR_LABEL, CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MEMBERS_ANNOTATION,
+        MESH_ANNOTATION, MESH_LABEL, MeshIdentity, NODE_ANNOTATION,
     },
     naming::peer_name,
     node::{self, EligibleNode, Granularity, Liveness, SkipReason},
@@ -405,7 +405,15 @@ fn source(
         // Kept as they were: count the nodes that have Peers.
         of_cluster
             .iter()
-            .filter_map(|p| p.annotations.get(NODE_ANNOTATION))
+            .flat_map(|p| match p.annotations.get(MEMBERS_ANNOTATION) {
+                Some(members) => members.split(',').collect(),
+                None => p
+                    .annotations
+                    .get(NODE_ANNOTATION)
+                    .map(String::as_str)
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            })
             .collect::<BTreeSet<_>>()
             .len()
     };
@@ -454,13 +462,17 @@ fn desired_peer(
     if is_anchor {
         labels.insert(ANCHOR_LABEL.to_owned(), "true".to_owned());
     }
+    let mut annotations = BTreeMap::from([
+        (MESH_ANNOTATION.to_owned(), identity.annotation_value()),
+        (NODE_ANNOTATION.to_owned(), node.name.clone()),
+    ]);
+    if node.members != [node.name.as_str()] {
+        annotations.insert(MEMBERS_ANNOTATION.to_owned(), node.members.join(","));
+    }
     DesiredPeer {
         name: peer_name(&cluster.name, &node.name),
         labels,
-        annotations: BTreeMap::from([
-            (MESH_ANNOTATION.to_owned(), identity.annotation_value()),
-            (NODE_ANNOTATION.to_owned(), node.name.clone()),
-        ]),
+        annotations,
         spec: PeerSpec {
             allowed_ips: allowed.iter().map(ToString::to_string).collect(),
             endpoint: node.endpoint.clone(),

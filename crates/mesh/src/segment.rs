@@ -101,7 +101,9 @@ pub fn by_location(
         allowed.sort();
         allowed.dedup();
         entry.allowed_ips = allowed;
+        // The leader first: whose key and endpoint the Peer carries.
         entry.members = peered.iter().map(|n| n.name.clone()).collect();
+        entry.members.sort_by_key(|name| *name != leader.name);
         if let Segment::Location(location) = &segment {
             entry.name = location_name(location);
         }

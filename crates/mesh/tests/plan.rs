@@ -319,8 +319,26 @@ fn a_location_cluster_is_one_peer_per_location_with_its_leaders_key() {
     );
     let c = &status(&plan.report, &no_failures()).clusters[2];
     assert_eq!((c.registered_peers, c.skipped_nodes), (4, 0));
+    assert_eq!(
+        rack1.annotations["kilo-clustermesh.io/nodes"],
+        "node-0,node-1"
+    );
     // Peers written into c are per node of a and b, as for any cluster.
     assert_eq!(peers(&observations, "c").len(), 8);
+    // c goes down: its Peers are kept, and still counted by node.
+    let last_known = view_mut(&mut observations, "c").clone();
+    observations.insert(
+        "c".into(),
+        Observation::Unreachable {
+            cause: Unreachable::Connection("down".into()),
+            last_known: Some(last_known),
+        },
+    );
+    let down = mesh::plan(&spec(), &identity(), &settings(), &observations);
+    assert_eq!(
+        status(&down.report, &no_failures()).clusters[2].registered_peers,
+        4
+    );
 }
 
 #[test]
