@@ -7,7 +7,7 @@ CRD := charts/kilo-clustermesh-operator/crds/clustermeshes.kilo.squat.ai.yaml
 CHART := charts/kilo-clustermesh-operator
 HELM := .tools/bin/helm
 
-.PHONY: demo e2e netlab-packages test test-compat test-chart lint tools manifests build bench clean-tools
+.PHONY: demo e2e netlab-packages test test-compat test-chart lint cargo-tools chaos tools manifests build bench clean-tools
 
 ## demo: real control planes + the operator + a real WireGuard data path, on this machine (root);
 ## DEMO_SECONDS=N keeps the lab up N seconds instead of until Ctrl-C
@@ -43,10 +43,20 @@ test-chart: tools
 	$(HELM) lint --strict $(CHART) --set mode=remote
 	HELM_PLUGINS=$(CURDIR)/.tools/bin $(HELM) unittest $(CHART)
 
-## lint: cargo fmt --check and clippy with warnings denied
-lint:
+## lint: cargo fmt --check, clippy with warnings denied, and cargo deny's offline checks (deny.toml)
+lint: cargo-tools
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	.tools/bin/cargo-deny --log-level error check licenses bans sources
+
+## cargo-tools: install the pinned cargo tools (cargo-deny) once per pin
+cargo-tools:
+	bash hack/cargo-tools.sh
+
+## chaos: a seeded run of random faults on real control planes, checked against a fresh plan;
+## SEED=<n> replays a run, DURATION=<seconds> (default 600); `make test` runs a short one
+chaos: tools
+	CHAOS_SEED=$(SEED) CHAOS_SECONDS=$(or $(DURATION),600) $(CARGO) test -p kilo-clustermesh-operator --test chaos -- --nocapture
 
 ## tools: build the pinned Go tools (kube-apiserver, etcd, helm, helm-unittest) once per pin
 tools:

@@ -114,7 +114,7 @@ pub fn last_seen(node: &Node) -> Option<i64> {
 
 /// A node as the plan reads it; its check-in is never earlier than
 /// `seeing_since` (see [`crate::clusters::Health::seeing_since`]).
-fn node_view(node: &Node, seeing_since: i64) -> NodeView {
+pub fn node_view(node: &Node, seeing_since: i64) -> NodeView {
     let spec = node.spec.as_ref();
     let pod_cidrs = spec
         .and_then(|s| s.pod_cidrs.clone())
@@ -141,7 +141,8 @@ fn node_view(node: &Node, seeing_since: i64) -> NodeView {
     }
 }
 
-fn observed_peer(peer: &Peer) -> ObservedPeer {
+/// A Peer as the plan reads it.
+pub fn observed_peer(peer: &Peer) -> ObservedPeer {
     ObservedPeer {
         name: peer.name_any(),
         labels: peer.labels().clone(),

@@ -205,3 +205,41 @@ async fn two_replicas_hand_over_and_a_deposed_leader_writes_nothing() {
         first_write.duration_since(killed_at).as_secs_f64()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_outage_longer_than_the_lease_never_leaves_a_replica_fenced_for_good() {
+    let mut planes = two_cluster_mesh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("hub.kubeconfig");
+    std::fs::write(&kubeconfig, planes[0].admin_kubeconfig()).unwrap();
+    let lease = ["--leader-election-lease-duration", "4s"];
+    let converge = Duration::from_secs(30);
+    let mut operator = replica(&kubeconfig, "replica-0", free_port(), &lease);
+    eventually("replica-0 leads and meshes", converge, || async {
+        peer_names(&planes[1]).await == ["a.node-0"]
+    })
+    .await;
+
+    // The hub's API server is down for twice the Lease: the replica cannot
+    // renew it.
+    planes[0].stop_apiserver();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    planes[0].start_apiserver().await.unwrap();
+    let back = Instant::now();
+    create_node(&planes[1], &kilo_node(2, 1)).await;
+    // It leads again, or exits for its Deployment to start it again: either
+    // way the mesh follows the world again.
+    let mut restarts = 0;
+    eventually("b.node-1 on a", Duration::from_secs(60), || {
+        if operator.try_wait().ok().flatten().is_some() {
+            restarts += 1;
+            operator = replica(&kubeconfig, "replica-0", free_port(), &lease);
+        }
+        async { peer_names(&planes[0]).await == ["b.node-0", "b.node-1"] }
+    })
+    .await;
+    eprintln!(
+        "figure: meshing again {:.1} s after the hub's API server came back ({restarts} restarts)",
+        back.elapsed().as_secs_f64()
+    );
+}

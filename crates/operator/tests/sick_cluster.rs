@@ -329,3 +329,35 @@ async fn an_etcd_restart_under_a_remote_keeps_every_peer() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hubs_api_server_restarting_keeps_every_peer_and_the_mesh_follows_again() {
+    let (mut planes, _proxy, _operator) = mesh_with_b_behind_a_proxy().await;
+    let before = (peer_names(&planes[0]).await, peer_names(&planes[2]).await);
+    // Peers written meanwhile make the hub's watches' resource versions
+    // older than the restarted API server's watch cache.
+    let restarted = Instant::now();
+    planes[0].stop_apiserver();
+    create_node(&planes[1], &kilo_node(2, 1)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    planes[0].start_apiserver().await.unwrap();
+    figure("the hub's API server ready again in {} s", restarted);
+    eventually(
+        "b's new node on a, and the mesh Ready",
+        Duration::from_secs(60),
+        || async {
+            let status = mesh_status(&planes[0], "mesh").await;
+            peer_names(&planes[0]).await == ["b.node-0", "b.node-1", "c.node-0"]
+                && status.clusters.iter().all(|c| c.reachable)
+                && condition(&status, "Ready").is_some_and(|c| c.status == "True")
+        },
+    )
+    .await;
+    figure("Ready again {} s after the restart began", restarted);
+    assert!(
+        peer_names(&planes[2])
+            .await
+            .contains(&"b.node-1".to_owned())
+    );
+    assert_eq!(before.1.len() + 1, peer_names(&planes[2]).await.len());
+}
