@@ -12,7 +12,7 @@ pub const CLEANUP_FINALIZER: &str = "kilo-clustermesh.io/cleanup";
 /// cluster, one Kilo Peer per eligible node of every other cluster.
 // Each printcolumn repeats the same keys, which clippy reads as duplicates.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "kilo.squat.ai",
     version = "v1alpha1",
@@ -67,6 +67,34 @@ pub struct ClusterMeshSpec {
             .message("spec.clusters[].name must be unique within the mesh")
     )]
     pub clusters: Vec<ClusterEntry>,
+
+    /// Where this mesh's operator writes Peers. `AllClusters` (the default):
+    /// the operator of the local cluster (the hub) writes them on every
+    /// cluster, with a kubeconfig that may write Peers there. `LocalCluster`:
+    /// only on the local cluster, for the nodes of every other one, which it
+    /// only reads (`kilo-clustermesh-operator connect --read-only`); each
+    /// cluster runs its own operator and its own ClusterMesh naming itself
+    /// local (a decentralized mesh, docs/topologies.md).
+    #[serde(default, skip_serializing_if = "PeerPlacement::is_default")]
+    pub peer_placement: PeerPlacement,
+}
+
+/// Where a mesh's operator writes Peers: see `spec.peerPlacement`.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
+)]
+pub enum PeerPlacement {
+    /// On every cluster of the mesh, from the hub.
+    #[default]
+    AllClusters,
+    /// On the local cluster only; the others are only read.
+    LocalCluster,
+}
+
+impl PeerPlacement {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// One cluster of the mesh and the address ranges it owns.
@@ -225,6 +253,11 @@ pub struct SkippedNode {
 }
 
 impl ClusterMeshSpec {
+    /// Whether this mesh's operator writes Peers on `cluster`.
+    pub fn writes_on(&self, cluster: &ClusterEntry) -> bool {
+        self.peer_placement == PeerPlacement::AllClusters || cluster.local
+    }
+
     /// The entry marked `local`, if exactly one is.
     pub fn local_cluster(&self) -> Option<&ClusterEntry> {
         let mut locals = self.clusters.iter().filter(|c| c.local);

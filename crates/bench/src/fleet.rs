@@ -134,7 +134,13 @@ impl Fleet {
     /// Creates the ClusterMesh `name` over all clusters.
     pub async fn create_mesh(&self, name: &str) -> anyhow::Result<()> {
         let clusters = (0..NAMES.len()).map(entry).collect();
-        let mut mesh = ClusterMesh::new(name, ClusterMeshSpec { clusters });
+        let mut mesh = ClusterMesh::new(
+            name,
+            ClusterMeshSpec {
+                clusters,
+                ..Default::default()
+            },
+        );
         mesh.metadata.namespace = Some(NAMESPACE.into());
         Api::<ClusterMesh>::namespaced(self.client(0), NAMESPACE)
             .create(&PostParams::default(), &mesh)

@@ -6,7 +6,7 @@ use std::{
     sync::Arc,
 };
 
-use api::{ClusterMeshSpec, PeerSpec};
+use api::{ClusterMeshSpec, PeerPlacement, PeerSpec};
 use ipnet::IpNet;
 
 use crate::{
@@ -119,7 +119,9 @@ pub struct Report {
 /// The outcome of [`plan`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// Per cluster: every Peer this mesh wants there, by name.
+    /// Per cluster this mesh writes on (every cluster, or with
+    /// `LocalCluster` placement only the local one): every Peer it wants
+    /// there, by name.
     pub desired: BTreeMap<String, BTreeMap<String, Arc<DesiredPeer>>>,
     /// Per readable cluster: the writes that differ from what it holds.
     pub writes: BTreeMap<String, ClusterWrites>,
@@ -267,7 +269,11 @@ pub fn plan(
     let mut desired = BTreeMap::new();
     let mut writes = BTreeMap::new();
     let mut peer_conflicts = Vec::new();
-    for target in &clusters {
+    // With `LocalCluster` placement, this mesh's operator writes only on its
+    // own cluster; each other cluster's operator writes there.
+    let written =
+        |target: &ClusterSpec| spec.peer_placement == PeerPlacement::AllClusters || target.local;
+    for target in clusters.iter().filter(|target| written(target)) {
         let wanted: BTreeMap<String, Arc<DesiredPeer>> = peers_of
             .iter()
             .filter(|(source, _)| **source != target.name)

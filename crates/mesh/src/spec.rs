@@ -251,6 +251,7 @@ pub(crate) mod tests {
                 entry("a", true, "10.1.0.0/16", "10.100.0.0/24"),
                 entry("b", false, "10.2.0.0/16", "10.100.1.0/24"),
             ],
+            ..Default::default()
         };
         let clusters = parse(&spec).unwrap();
         assert_eq!(
@@ -266,6 +267,7 @@ pub(crate) mod tests {
         b.service_cidr = Some("10.96.0.0/12".into());
         let errors = fields(ClusterMeshSpec {
             clusters: vec![entry("a", false, "10.1.0.0/16", "10.100.0.0/24"), b],
+            ..Default::default()
         });
         let expected = [
             "spec.clusters | exactly one cluster must have local: true",
@@ -289,6 +291,7 @@ pub(crate) mod tests {
         b.service_cidr = Some("::/0".into());
         let errors = fields(ClusterMeshSpec {
             clusters: vec![entry("a", true, "10.1.0.0/16", "10.100.0.0/24"), b],
+            ..Default::default()
         });
         assert_eq!(
             errors,
@@ -303,6 +306,7 @@ pub(crate) mod tests {
     fn duplicate_names_and_a_single_cluster_are_refused() {
         let errors = fields(ClusterMeshSpec {
             clusters: vec![entry("a", true, "10.1.0.0/16", "10.100.0.0/24")],
+            ..Default::default()
         });
         assert!(errors[0].contains("at least 2 clusters"));
         let errors = fields(ClusterMeshSpec {
@@ -310,6 +314,7 @@ pub(crate) mod tests {
                 entry("a", true, "10.1.0.0/16", "10.100.0.0/24"),
                 entry("a", false, "10.2.0.0/16", "10.100.1.0/24"),
             ],
+            ..Default::default()
         });
         assert!(
             errors.iter().any(|e| e.contains("used by two clusters")),

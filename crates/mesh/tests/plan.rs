@@ -669,3 +669,20 @@ fn dns_endpoints_follow_the_policy_and_a_dead_name_costs_only_its_node() {
     assert_eq!(endpoint.unwrap().dns.as_deref(), Some("b0.example.com"));
     assert!(warned && ready);
 }
+
+#[test]
+fn local_cluster_placement_writes_only_on_the_local_cluster_and_reads_the_others() {
+    let mut spec = spec();
+    spec.peer_placement = api::PeerPlacement::LocalCluster;
+    let mut observations = fresh(2);
+    let plan = converge(&spec, &mut observations);
+    let on_a: Vec<&str> = peers(&observations, "a")
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(on_a, ["b.node-0", "b.node-1", "c.node-0", "c.node-1"]);
+    assert!(peers(&observations, "b").is_empty() && peers(&observations, "c").is_empty());
+    assert_eq!(plan.desired.keys().collect::<Vec<_>>(), ["a"]);
+    let b = &status(&plan.report, &no_failures()).clusters[1];
+    assert_eq!(b.registered_peers, 2, "b's nodes are peered (on a)");
+}

@@ -78,9 +78,21 @@ pub struct Health {
     pub seeing_since: i64,
 }
 
+/// What the operator reads of a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// Nodes and Peers: a cluster a mesh writes Peers on.
+    NodesAndPeers,
+    /// Nodes only: a cluster that `LocalCluster` meshes only read, with a
+    /// token that may read nothing else (`connect --read-only`).
+    Nodes,
+}
+
 /// A cluster being watched: its client and the last known Nodes and Peers.
 pub struct WatchedCluster {
     pub source: ClusterSource,
+    /// Whether its Peers are watched (else `peers` stays empty).
+    pub reads: Reads,
     pub client: Client,
     pub nodes: Store<Node>,
     pub peers: Store<Peer>,
@@ -176,24 +188,31 @@ impl ClusterRegistry {
         }
     }
 
-    /// The watched cluster for `source`, started with `client` if it is new.
+    /// The watched cluster for `source`, started with `client` if it is new
+    /// or does not read all of `reads` yet.
     pub fn cluster(
         &self,
         source: &ClusterSource,
+        reads: Reads,
         client: impl FnOnce() -> Client,
     ) -> Arc<WatchedCluster> {
         let mut clusters = lock(&self.inner.clusters);
-        if let Some(cluster) = clusters.get(source) {
+        if let Some(cluster) = clusters.get(source)
+            && (cluster.reads == Reads::NodesAndPeers || reads == Reads::Nodes)
+        {
             return cluster.clone();
         }
-        let cluster = start(source.clone(), client(), Arc::downgrade(&self.inner));
+        let cluster = start(source.clone(), reads, client(), Arc::downgrade(&self.inner));
         clusters.insert(source.clone(), cluster.clone());
         cluster
     }
 
-    /// The cluster for `source` if it is already watched.
-    pub fn get(&self, source: &ClusterSource) -> Option<Arc<WatchedCluster>> {
-        lock(&self.inner.clusters).get(source).cloned()
+    /// The cluster for `source` if it is already watched, reading at least
+    /// `reads`.
+    pub fn get(&self, source: &ClusterSource, reads: Reads) -> Option<Arc<WatchedCluster>> {
+        let clusters = lock(&self.inner.clusters);
+        let cluster = clusters.get(source)?;
+        (cluster.reads == Reads::NodesAndPeers || reads == Reads::Nodes).then(|| cluster.clone())
     }
 
     /// Records the clusters `mesh` uses now, and stops watching clusters that
@@ -232,38 +251,53 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Starts the Node and Peer watches of one cluster.
-fn start(source: ClusterSource, client: Client, registry: Weak<Inner>) -> Arc<WatchedCluster> {
+/// Starts the Node watch of one cluster, its Peer watch when `reads` says
+/// so, and its probe.
+fn start(
+    source: ClusterSource,
+    reads: Reads,
+    client: Client,
+    registry: Weak<Inner>,
+) -> Arc<WatchedCluster> {
     let (nodes, node_writer) = reflector::store();
     let (peers, peer_writer) = reflector::store();
     let node_events = watcher(Api::<Node>::all(client.clone()))
         .modify(strip_node)
         .reflect(node_writer);
-    let peer_events = watcher(Api::<Peer>::all(client.clone()))
-        .modify(|peer| peer.managed_fields_mut().clear())
-        .reflect(peer_writer);
-    let health = Arc::new(Mutex::default());
+    let watch_peers = reads == Reads::NodesAndPeers;
+    let health = Arc::new(Mutex::new(HealthState {
+        // Nothing to list when Peers are not read.
+        peers_synced: !watch_peers,
+        ..HealthState::default()
+    }));
     let follower = |kind| Follower {
         kind,
         source: source.clone(),
         health: health.clone(),
         registry: registry.clone(),
     };
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(follower(Kind::Nodes).follow(node_events, node_fingerprint)).abort_handle(),
-        tokio::spawn(follower(Kind::Peers).follow(peer_events, peer_fingerprint)).abort_handle(),
         tokio::spawn(
             Prober {
                 source: source.clone(),
                 health: health.clone(),
                 registry: registry.clone(),
             }
-            .probe(client.clone()),
+            .probe(client.clone(), watch_peers),
         )
         .abort_handle(),
     ];
+    if watch_peers {
+        let peer_events = watcher(Api::<Peer>::all(client.clone()))
+            .modify(|peer| peer.managed_fields_mut().clear())
+            .reflect(peer_writer);
+        let peers = tokio::spawn(follower(Kind::Peers).follow(peer_events, peer_fingerprint));
+        tasks.push(peers.abort_handle());
+    }
     Arc::new(WatchedCluster {
         source,
+        reads,
         client,
         nodes,
         peers,
@@ -431,12 +465,12 @@ impl Prober {
     /// Probes the cluster every [`probe::INTERVAL`] until aborted, reads
     /// what identifies it once it answers, and triggers the meshes using it
     /// when its reachability changes or it is identified.
-    async fn probe(self, client: Client) {
+    async fn probe(self, client: Client, peers: bool) {
         let mut ticks = tokio::time::interval(probe::INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let outcome = probe::probe(&client).await;
+            let outcome = probe::probe(&client, peers).await;
             let identify = outcome.is_ok() && lock(&self.health).uid.is_none();
             let identified = match identify {
                 true => Some(probe::cluster_uid(&client).await),

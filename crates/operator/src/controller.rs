@@ -33,7 +33,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::{
     apply::{self, FIELD_MANAGER},
     client,
-    clusters::{ClusterRegistry, ClusterSource, WatchedCluster},
+    clusters::{ClusterRegistry, ClusterSource, Reads, WatchedCluster},
     kubeconfig::{self, KubeconfigError, KubeconfigPolicy},
     leader::{Fence, Fenced},
     metrics::{ClusterLabels, ErrorLabels, MeshLabels, Metrics, Readiness},
@@ -377,7 +377,12 @@ impl Context {
         let namespace = mesh.namespace().unwrap_or_default();
         let mut resolved = BTreeMap::new();
         for entry in &mesh.spec.clusters {
-            resolved.insert(entry.name.clone(), self.resolve(entry, &namespace).await);
+            let reads = match mesh.spec.writes_on(entry) {
+                true => Reads::NodesAndPeers,
+                false => Reads::Nodes,
+            };
+            let resolved_entry = self.resolve(entry, reads, &namespace).await;
+            resolved.insert(entry.name.clone(), resolved_entry);
         }
         let observed = Observed {
             observations: resolved
@@ -451,11 +456,11 @@ impl Context {
     }
 
     /// The watched cluster behind an entry, started if new.
-    async fn resolve(&self, entry: &ClusterEntry, namespace: &str) -> Resolved {
+    async fn resolve(&self, entry: &ClusterEntry, reads: Reads, namespace: &str) -> Resolved {
         if entry.local {
             let cluster = self
                 .registry
-                .cluster(&ClusterSource::Local, || self.client.clone());
+                .cluster(&ClusterSource::Local, reads, || self.client.clone());
             return Resolved::Watched {
                 cluster,
                 credentials_expire: None,
@@ -466,7 +471,7 @@ impl Context {
             Err(why) => return Resolved::Unusable(why),
         };
         let credentials_expire = kubeconfig::token_expiry(&kubeconfig.yaml);
-        if let Some(cluster) = self.registry.get(&kubeconfig.source) {
+        if let Some(cluster) = self.registry.get(&kubeconfig.source, reads) {
             return Resolved::Watched {
                 cluster,
                 credentials_expire,
@@ -474,7 +479,7 @@ impl Context {
         }
         match self.secret_client(&kubeconfig).await {
             Ok(client) => Resolved::Watched {
-                cluster: self.registry.cluster(&kubeconfig.source, || client),
+                cluster: self.registry.cluster(&kubeconfig.source, reads, || client),
                 credentials_expire,
             },
             Err(why) => Resolved::Unusable(why),
@@ -549,7 +554,7 @@ impl Context {
             return Ok(self.client.clone());
         }
         let kubeconfig = self.secret_kubeconfig(entry, namespace)?;
-        match self.registry.get(&kubeconfig.source) {
+        match self.registry.get(&kubeconfig.source, Reads::Nodes) {
             Some(cluster) => Ok(cluster.client.clone()),
             None => self.secret_client(&kubeconfig).await,
         }
@@ -569,6 +574,10 @@ impl Context {
         let selector = observe::identity(mesh).selector();
         let mut still_pending = Vec::new();
         let mut reported = Vec::new();
+        // A cluster this mesh only read holds none of its Peers.
+        let pending = pending
+            .into_iter()
+            .filter(|removed| mesh.spec.writes_on(&removed.cluster.entry()));
         for removed in pending {
             let name = removed.cluster.name.clone();
             let purge = match self
@@ -811,7 +820,8 @@ impl Context {
         let now = Timestamp::now().as_second();
         let (_, removed) = removed::bookkeeping(&mesh.spec.clusters, mesh.annotations(), now);
         let removed = removed.iter().map(|r| r.cluster.entry());
-        for entry in mesh.spec.clusters.iter().cloned().chain(removed) {
+        let written = mesh.spec.clusters.iter().cloned().chain(removed);
+        for entry in written.filter(|entry| mesh.spec.writes_on(entry)) {
             let client = match self.entry_client(&entry, &namespace).await {
                 Ok(client) => client,
                 Err(why) => {

@@ -63,6 +63,11 @@ impl ProbeFailure {
                  expired; run `kilo-clustermesh-operator connect` again to mint a new one"
                     .to_owned()
             }
+            Self::Forbidden { resource } if *resource == "peers" => format!(
+                "the token may not list {resource} (403), which a mesh that writes Peers on this cluster needs: \
+                 bind it to the kilo-clustermesh-remote ClusterRole (`kilo-clustermesh-operator connect` does), \
+                 or, if this cluster runs its own operator, set spec.peerPlacement: LocalCluster"
+            ),
             Self::Forbidden { resource } => format!(
                 "the token may not list {resource} (403): bind it to the kilo-clustermesh-remote \
                  ClusterRole (`kilo-clustermesh-operator connect` does)"
@@ -75,18 +80,21 @@ impl ProbeFailure {
     }
 }
 
-/// Probes the cluster behind `client` once.
-pub async fn probe(client: &Client) -> Result<(), ProbeFailure> {
+/// Probes the cluster behind `client` once: it must answer a read of what
+/// the operator reads there (Nodes, and Peers where it writes them).
+pub async fn probe(client: &Client, peers: bool) -> Result<(), ProbeFailure> {
     let params = ListParams::default().limit(1);
     let reads = async {
         Api::<Node>::all(client.clone())
             .list_metadata(&params)
             .await
             .map_err(|e| classify(e, "nodes"))?;
-        Api::<Peer>::all(client.clone())
-            .list_metadata(&params)
-            .await
-            .map_err(|e| classify(e, "peers"))?;
+        if peers {
+            Api::<Peer>::all(client.clone())
+                .list_metadata(&params)
+                .await
+                .map_err(|e| classify(e, "peers"))?;
+        }
         Ok(())
     };
     tokio::time::timeout(TIMEOUT, reads)

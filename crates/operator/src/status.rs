@@ -368,6 +368,7 @@ mod tests {
             "m",
             ClusterMeshSpec {
                 clusters: vec![cluster_entry("a", 1, true), cluster_entry("b", 2, false)],
+                ..Default::default()
             },
         );
         mesh.metadata.namespace = Some("kilo-system".into());

@@ -160,18 +160,27 @@ async fn the_charts_rbac_is_enough_to_mesh_two_clusters_and_no_more() {
     );
 }
 
-/// The chart's remote mode grants exactly what `connect` grants.
+/// The chart's remote mode grants exactly what `connect` grants, with and
+/// without `--read-only`.
 #[test]
 fn the_charts_remote_role_is_the_one_connect_grants() {
-    let docs = render(&["mode=remote"]);
-    let role = docs
-        .iter()
-        .find(|d| d["kind"].as_str() == Some("ClusterRole"))
-        .unwrap();
-    let role: ClusterRole = serde_yaml::from_value(role.clone()).unwrap();
-    let granted = kilo_clustermesh_operator::connect::remote_role();
-    assert_eq!(role.metadata.name, granted.metadata.name);
-    assert_eq!(role.rules, granted.rules);
+    use kilo_clustermesh_operator::connect::{remote_reader_role, remote_role};
+    for (values, granted) in [
+        (&["mode=remote"][..], remote_role()),
+        (
+            &["mode=remote", "remote.readOnly=true"][..],
+            remote_reader_role(),
+        ),
+    ] {
+        let docs = render(values);
+        let role = docs
+            .iter()
+            .find(|d| d["kind"].as_str() == Some("ClusterRole"))
+            .unwrap();
+        let role: ClusterRole = serde_yaml::from_value(role.clone()).unwrap();
+        assert_eq!(role.metadata.name, granted.metadata.name, "{values:?}");
+        assert_eq!(role.rules, granted.rules, "{values:?}");
+    }
 }
 
 /// The chart ships the CRD that `kilo-clustermesh-operator crd` prints.

@@ -13,7 +13,13 @@ fn entry(name: &str, local: bool) -> ClusterEntry {
 }
 
 fn mesh(name: &str, clusters: Vec<ClusterEntry>) -> ClusterMesh {
-    let mut mesh = ClusterMesh::new(name, ClusterMeshSpec { clusters });
+    let mut mesh = ClusterMesh::new(
+        name,
+        ClusterMeshSpec {
+            clusters,
+            ..Default::default()
+        },
+    );
     mesh.metadata.namespace = Some("default".into());
     mesh
 }

@@ -83,23 +83,35 @@ const BY_HAND: &[(&str, &str)] = &[
     ("docs/connect.md", "## 3. Check it"),
 ];
 
+/// One cluster of a decentralized mesh, set up as the docs say.
+const DECENTRALIZED: &[(&str, &str)] = &[("docs/topologies.md", "## A decentralized mesh")];
+
 /// Each `sh` block of a markdown page with the heading it is under.
 fn sh_blocks(page: &str) -> Vec<(String, String)> {
+    blocks(page, "```sh")
+}
+
+/// Each block opening with `fence` (` ```sh `, ` ```yaml `) of a markdown
+/// page, with the heading it is under.
+fn blocks(page: &str, fence: &str) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(format!("{REPO}/{page}")).unwrap();
     let mut blocks = Vec::new();
     let mut heading = String::new();
-    let mut block: Option<String> = None;
+    // Inside any fenced block: its opening line and its body so far.
+    let mut block: Option<(String, String)> = None;
     for line in text.lines() {
         match &mut block {
-            Some(body) if line.starts_with("```") => {
-                blocks.push((heading.clone(), std::mem::take(body)));
+            Some((opening, body)) if line.starts_with("```") => {
+                if opening.starts_with(fence) {
+                    blocks.push((heading.clone(), std::mem::take(body)));
+                }
                 block = None;
             }
-            Some(body) => {
+            Some((_, body)) => {
                 body.push_str(line);
                 body.push('\n');
             }
-            None if line.starts_with("```sh") => block = Some(String::new()),
+            None if line.starts_with("```") => block = Some((line.to_owned(), String::new())),
             None if line.starts_with('#') => heading = line.to_owned(),
             None => {}
         }
@@ -214,6 +226,43 @@ async fn the_manual_procedure_works_as_the_docs_say() {
     assert_meshed(&planes).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decentralized_mesh_as_the_docs_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let planes = ControlPlane::start_many(3).await.unwrap();
+    for (k, plane) in planes.iter().enumerate() {
+        create_node(plane, &kilo_node(k as u8 + 1, 0)).await;
+    }
+    let kubeconfig = contexts_file(
+        dir.path(),
+        &[
+            ("cluster-a", planes[0].admin_kubeconfig()),
+            ("cluster-b", planes[1].admin_kubeconfig()),
+            ("cluster-c", planes[2].admin_kubeconfig()),
+        ],
+    );
+    run(&script(DECENTRALIZED), &kubeconfig, dir.path()).await;
+    let (_, manifest) = blocks("docs/topologies.md", "```yaml")
+        .into_iter()
+        .find(|(heading, _)| heading.starts_with(DECENTRALIZED[0].1))
+        .unwrap();
+    let apply = format!("kubectl --context cluster-a apply -f - <<'EOF'\n{manifest}EOF\n");
+    run(&apply, &kubeconfig, dir.path()).await;
+    // The chart's Deployment cannot start here (no kubelet); the operator runs
+    // in-process against cluster-a instead.
+    let _operator = start_operator(&planes[0]);
+    eventually(
+        "cluster-a peered with b and c",
+        Duration::from_secs(30),
+        || async { peer_names(&planes[0]).await == ["cluster-b.node-0", "cluster-c.node-0"] },
+    )
+    .await;
+    assert!(
+        peer_names(&planes[1]).await.is_empty(),
+        "the read-only tokens write nothing"
+    );
+}
+
 #[test]
 fn every_command_in_the_docs_is_run_or_says_why_not() {
     let mut pages = vec!["README.md".to_owned()];
@@ -229,6 +278,7 @@ fn every_command_in_the_docs_is_run_or_says_why_not() {
             let run = INSTALL_AND_CONNECT
                 .iter()
                 .chain(BY_HAND)
+                .chain(DECENTRALIZED)
                 .any(|(p, s)| p == page && heading.starts_with(s));
             let excused = NOT_RUN
                 .iter()

@@ -40,6 +40,7 @@ pub fn spec() -> ClusterMeshSpec {
             cluster("b", 2, false),
             cluster("c", 3, false),
         ],
+        ..Default::default()
     }
 }
 

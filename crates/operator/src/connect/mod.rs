@@ -46,6 +46,9 @@ mod writes;
 
 /// The ClusterRole a remote cluster grants the hub's operator.
 pub const REMOTE_ROLE: &str = "kilo-clustermesh-remote";
+/// The ClusterRole `connect --read-only` grants on the remote: read nodes
+/// only, for a mesh with `peerPlacement: LocalCluster`.
+pub const REMOTE_READER_ROLE: &str = "kilo-clustermesh-remote-reader";
 /// The field manager of everything `connect` writes.
 pub(super) const FIELD_MANAGER: &str = "kilo-clustermesh-connect";
 /// Marks the hub Secrets `connect` wrote, which it may replace.
@@ -116,6 +119,39 @@ pub struct ConnectArgs {
     /// tests; from a pod, loopback is the pod itself.
     #[arg(long, env = "KCM_ALLOW_LOOPBACK_SERVER")]
     pub allow_loopback_server: bool,
+
+    /// Grant only what a mesh with `peerPlacement: LocalCluster` needs on
+    /// the remote: reading its nodes (ClusterRole
+    /// kilo-clustermesh-remote-reader). The hub then cannot change the
+    /// remote's routes; the remote runs its own operator. Use a
+    /// ServiceAccount of its own (--service-account), so that no earlier
+    /// binding lends it more.
+    #[arg(long)]
+    pub read_only: bool,
+}
+
+impl ConnectArgs {
+    /// The ClusterRole granted on the remote.
+    pub fn role(&self) -> ClusterRole {
+        match self.read_only {
+            true => remote_reader_role(),
+            false => remote_role(),
+        }
+    }
+}
+
+/// The rules of [`REMOTE_READER_ROLE`]: read nodes, and the `kube-system`
+/// namespace (its uid identifies the cluster). Nothing else.
+pub fn remote_reader_role() -> ClusterRole {
+    let mut role = remote_role();
+    role.metadata.name = Some(REMOTE_READER_ROLE.into());
+    if let Some(rules) = role.rules.as_mut() {
+        rules.retain(|rule| {
+            let groups = rule.api_groups.as_deref().unwrap_or_default();
+            !groups.iter().any(|group| group == "kilo.squat.ai")
+        });
+    }
+    role
 }
 
 /// The rules of [`REMOTE_ROLE`]: read nodes, manage Peers, and read the
@@ -188,15 +224,18 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
 
     // 2. The remote's side.
     eprintln!(
-        "remote {}: granting ClusterRole {REMOTE_ROLE} to ServiceAccount {}/{}",
-        remote.server, args.service_account_namespace, args.service_account
+        "remote {}: granting ClusterRole {} to ServiceAccount {}/{}",
+        remote.server,
+        args.role().metadata.name.unwrap_or_default(),
+        args.service_account_namespace,
+        args.service_account
     );
     grant(&args, &remote, plan.create_namespace).await?;
 
     // 3. The token and the kubeconfig around it.
     let (token, expires) = mint_token(&args, &remote).await?;
     let yaml = token_kubeconfig(&args.name, &server, &endpoint, &token);
-    prove(&yaml, &server, args.server.is_some())
+    prove(&yaml, &server, args.server.is_some(), args.read_only)
         .await
         .map_err(|e| {
             e.context(
@@ -220,7 +259,14 @@ pub async fn connect(args: ConnectArgs) -> anyhow::Result<()> {
     );
 
     // 5. The entry to add.
-    let (entry, notes) = entry(&args, &remote, &secret_name).await;
+    let (entry, mut notes) = entry(&args, &remote, &secret_name).await;
+    if args.read_only {
+        notes.push(
+            "the token only reads nodes: the mesh needs spec.peerPlacement: LocalCluster, and this \
+             cluster its own operator and ClusterMesh (docs/topologies.md)"
+                .into(),
+        );
+    }
     print!("{}", render_entry(&args.namespace, &entry, &notes));
     Ok(())
 }

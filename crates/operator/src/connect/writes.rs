@@ -17,7 +17,7 @@ use kube::{
 };
 
 use super::{
-    ConnectArgs, FIELD_MANAGER, REMOTE_ROLE, WRITTEN_BY, remote_role,
+    ConnectArgs, FIELD_MANAGER, WRITTEN_BY,
     side::{Endpoint, Side, with_causes},
 };
 use crate::kubeconfig::{self, KubeconfigPolicy};
@@ -51,7 +51,9 @@ pub(super) async fn grant(
     let ns = args.service_account_namespace.as_str();
     // No labels: the chart's remote mode makes the same objects with its own,
     // and two owners agree only on identical fields.
-    apply(remote, Api::all(client.clone()), &remote_role()).await?;
+    let role = args.role();
+    let role_name = role.metadata.name.clone().unwrap_or_default();
+    apply(remote, Api::all(client.clone()), &role).await?;
     if create_namespace {
         let namespace = Namespace {
             metadata: ObjectMeta {
@@ -73,13 +75,13 @@ pub(super) async fn grant(
     apply(remote, Api::namespaced(client.clone(), ns), &account).await?;
     let binding = ClusterRoleBinding {
         metadata: ObjectMeta {
-            name: Some(REMOTE_ROLE.into()),
+            name: Some(role_name.clone()),
             ..Default::default()
         },
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".into(),
             kind: "ClusterRole".into(),
-            name: REMOTE_ROLE.into(),
+            name: role_name,
         },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
@@ -153,7 +155,12 @@ pub(super) fn token_kubeconfig(
 /// Shows that the operator will accept the kubeconfig and that its token may
 /// list what the operator watches. A server given with --server may not be
 /// reachable from here; then that part is only warned about.
-pub(super) async fn prove(yaml: &str, server: &str, server_given: bool) -> anyhow::Result<()> {
+pub(super) async fn prove(
+    yaml: &str,
+    server: &str,
+    server_given: bool,
+    read_only: bool,
+) -> anyhow::Result<()> {
     let config = kubeconfig::client_config(yaml, KubeconfigPolicy::default())
         .await
         .context("the kubeconfig built for the operator")?;
@@ -163,15 +170,17 @@ pub(super) async fn prove(yaml: &str, server: &str, server_given: bool) -> anyho
         Api::<Node>::all(client.clone())
             .list_metadata(&first)
             .await?;
-        Api::<Peer>::all(client.clone())
-            .list_metadata(&first)
-            .await?;
+        if !read_only {
+            Api::<Peer>::all(client.clone())
+                .list_metadata(&first)
+                .await?;
+        }
         Ok::<_, kube::Error>(())
     };
     match checks.await {
         Ok(()) => Ok(()),
         Err(kube::Error::Api(status)) => Err(anyhow!(
-            "the new token cannot list nodes and Peers on {server}: {}",
+            "the new token cannot list what the operator reads on {server}: {}",
             status.message
         )),
         Err(error) if server_given => {

@@ -138,7 +138,13 @@ pub async fn create_mesh(
     clusters: Vec<ClusterEntry>,
 ) -> ClusterMesh {
     ensure_namespace(hub).await;
-    let mut mesh = ClusterMesh::new(name, ClusterMeshSpec { clusters });
+    let mut mesh = ClusterMesh::new(
+        name,
+        ClusterMeshSpec {
+            clusters,
+            ..Default::default()
+        },
+    );
     mesh.metadata.namespace = Some(NAMESPACE.into());
     Api::<ClusterMesh>::namespaced(hub.admin_client(), NAMESPACE)
         .create(&PostParams::default(), &mesh)
