@@ -81,6 +81,10 @@ impl ClusterWrites {
 pub struct PeerConflict {
     pub cluster: String,
     pub peer: String,
+    /// The mesh (`namespace/name`) of another kilo-clustermesh-operator that
+    /// wrote it: another hub, or that cluster's own operator in a
+    /// decentralized mesh. `None` for a Peer made otherwise.
+    pub writer: Option<String>,
 }
 
 /// A node that is not peered, and why.
@@ -506,9 +510,20 @@ fn diff(
     for (name, peer) in wanted {
         match observed.get(name.as_str()) {
             Some(existing) if !is_owned(existing) => {
+                let ours = existing
+                    .labels
+                    .get(MANAGED_BY_LABEL)
+                    .is_some_and(|m| m == MANAGED_BY);
                 conflicts.push(PeerConflict {
                     cluster: target.to_owned(),
                     peer: name.clone(),
+                    writer: ours.then(|| {
+                        existing
+                            .annotations
+                            .get(MESH_ANNOTATION)
+                            .cloned()
+                            .unwrap_or_default()
+                    }),
                 });
             }
             Some(existing) if matches(existing, peer) => {}

@@ -148,11 +148,17 @@ pub fn conditions(report: &Report, failing_writes: &FailingWrites) -> Vec<MeshCo
             report
                 .peer_conflicts
                 .iter()
-                .map(|p| {
-                    format!(
+                .map(|p| match &p.writer {
+                    Some(mesh) => format!(
+                        "Peer {} on cluster {} is written by another operator's mesh {mesh} \
+                         (another hub, or that cluster's own operator in a decentralized mesh: \
+                         only one may write a cluster's Peers for a node)",
+                        p.peer, p.cluster
+                    ),
+                    None => format!(
                         "Peer {} on cluster {} exists and is not this mesh's",
                         p.peer, p.cluster
-                    )
+                    ),
                 })
                 .collect(),
             "rename or delete it; it is left untouched",
