@@ -35,8 +35,11 @@ pub const SERVICE_NODE: &str = "node-2";
 
 /// A running meshed lab.
 pub struct Mesh {
-    // Dropped in this order: the operator, the lab's processes, the control planes.
+    // Dropped in this order: the operators, the lab's processes, the control planes.
+    /// The hub's operator (cluster-a's, in a decentralized mesh).
     pub operator: Option<Operator>,
+    /// In a decentralized mesh, the other clusters' own operators.
+    pub local_operators: Vec<Operator>,
     pub lab: Lab,
     pub planes: Vec<ControlPlane>,
     /// The user's kubeconfig: one admin context per cluster.
@@ -62,6 +65,9 @@ const CHECK_IN_GRACE: &str = "0s";
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub clusters: [(Granularity, Vec<NodeOptions>); 3],
+    /// An operator on the hub writing every cluster's Peers, or one on
+    /// every cluster writing its own (docs/topologies.md).
+    pub decentralized: bool,
 }
 
 impl Layout {
@@ -71,6 +77,17 @@ impl Layout {
         let two = || (Granularity::Full, vec![NodeOptions::default(); 2]);
         Self {
             clusters: [two(), two(), two()],
+            decentralized: false,
+        }
+    }
+
+    /// [`Layout::full`] with an operator on every cluster, each writing only
+    /// its own cluster's Peers and reading the others through
+    /// `connect --read-only` (`peerPlacement: LocalCluster`).
+    pub fn decentralized() -> Self {
+        Self {
+            decentralized: true,
+            ..Self::full()
         }
     }
 
@@ -97,6 +114,7 @@ impl Layout {
                     vec![NodeOptions::in_region("zone-1"); 2],
                 ),
             ],
+            decentralized: false,
         }
     }
 }
@@ -185,10 +203,15 @@ impl Mesh {
             lab,
             planes,
             operator: None,
+            local_operators: vec![],
             contexts,
             operator_binary,
             kubectl,
         };
+        if layout.decentralized {
+            mesh.decentralize(&plans, say).await?;
+            return Ok(mesh);
+        }
         say("the operator: kilo-clustermesh-operator run, against the hub");
         mesh.kubectl(&["--context", HUB, "create", "namespace", NAMESPACE])
             .await?;
@@ -232,6 +255,76 @@ impl Mesh {
         Ok(mesh)
     }
 
+    /// An operator on every cluster, with a ClusterMesh naming it local and
+    /// `peerPlacement: LocalCluster`, reading the others through
+    /// `connect --read-only`; waits until each is Ready.
+    async fn decentralize(
+        &mut self,
+        plans: &[ClusterPlan],
+        say: &dyn Fn(&str),
+    ) -> anyhow::Result<()> {
+        for (index, local) in plans.iter().enumerate() {
+            say(&format!(
+                "{0}: its own operator, and read-only access to the others",
+                local.name
+            ));
+            // An earlier cluster's `connect` may have made it already.
+            let context = ["--context", local.name.as_str()];
+            if self
+                .kubectl(&[&context[..], &["get", "namespace", NAMESPACE]].concat())
+                .await
+                .is_err()
+            {
+                self.kubectl(&[&context[..], &["create", "namespace", NAMESPACE]].concat())
+                    .await?;
+            }
+            let kubeconfig = self.lab.dir().join(format!("{}.kubeconfig", local.name));
+            std::fs::write(&kubeconfig, self.planes[index].admin_kubeconfig())?;
+            let log = self.lab.dir().join(format!("operator-{}.log", local.name));
+            let operator = Operator::start(&self.operator_binary, &kubeconfig, &log)?;
+            match index {
+                0 => self.operator = Some(operator),
+                _ => self.local_operators.push(operator),
+            }
+            for remote in plans.iter().filter(|p| p.name != local.name) {
+                self.operator_command(&[
+                    "connect",
+                    "--hub-context",
+                    &local.name,
+                    "--remote-context",
+                    &remote.name,
+                    "--name",
+                    &remote.name,
+                    "--read-only",
+                    "--service-account",
+                    "kilo-clustermesh-reader",
+                    "--allow-loopback-server",
+                ])
+                .await?;
+            }
+            let manifest = self
+                .lab
+                .dir()
+                .join(format!("clustermesh-{}.yaml", local.name));
+            std::fs::write(&manifest, cluster_mesh_yaml_for(plans, &local.name, true))?;
+            let path = manifest.display().to_string();
+            self.kubectl(&["--context", &local.name, "apply", "-f", &path])
+                .await?;
+        }
+        let wait = format!("{}s", READY_TIMEOUT.as_secs());
+        for plan in plans {
+            let status = self
+                .operator_command(&["status", MESH, "--context", &plan.name, "--wait", &wait])
+                .await?;
+            say(&format!(
+                "kilo-clustermesh-operator status {MESH} --context {}\n{}",
+                plan.name,
+                indent(&status)
+            ));
+        }
+        Ok(())
+    }
+
     /// `status --wait`: the table once the mesh is Ready.
     pub async fn wait_ready(&self) -> anyhow::Result<String> {
         let wait = format!("{}s", READY_TIMEOUT.as_secs());
@@ -266,8 +359,23 @@ impl Mesh {
     }
 
     /// The operator's log so far.
+    /// (Every operator's, one after the other, in a decentralized mesh.)
     pub fn operator_log(&self) -> String {
-        std::fs::read_to_string(self.lab.dir().join("operator.log")).unwrap_or_default()
+        let mut names: Vec<String> = std::fs::read_dir(self.lab.dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter(|name| name.starts_with("operator") && name.ends_with(".log"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|name| {
+                let text = std::fs::read_to_string(self.lab.dir().join(name)).unwrap_or_default();
+                format!("-- {name}\n{text}")
+            })
+            .collect()
     }
 
     /// The control plane of `cluster`.
@@ -457,12 +565,22 @@ async fn wait_for_agents(plane: &ControlPlane, count: usize) -> anyhow::Result<(
 /// The ClusterMesh a user writes from `connect`'s printed entries, with
 /// each cluster's whole pod range (so nodes added later are covered).
 pub fn cluster_mesh_yaml(plans: &[ClusterPlan]) -> String {
+    cluster_mesh_yaml_for(plans, HUB, false)
+}
+
+/// The ClusterMesh of the cluster named `local`; `own_peers_only` sets
+/// `peerPlacement: LocalCluster`.
+fn cluster_mesh_yaml_for(plans: &[ClusterPlan], local: &str, own_peers_only: bool) -> String {
     let mut yaml = format!(
-        "apiVersion: kilo.squat.ai/v1alpha1\nkind: ClusterMesh\nmetadata:\n  name: {MESH}\n  namespace: {NAMESPACE}\nspec:\n  clusters:\n"
+        "apiVersion: kilo.squat.ai/v1alpha1\nkind: ClusterMesh\nmetadata:\n  name: {MESH}\n  namespace: {NAMESPACE}\nspec:\n"
     );
+    if own_peers_only {
+        yaml.push_str("  peerPlacement: LocalCluster\n");
+    }
+    yaml.push_str("  clusters:\n");
     for plan in plans {
         yaml.push_str(&format!("    - name: {}\n", plan.name));
-        if plan.name == HUB {
+        if plan.name == local {
             yaml.push_str("      local: true\n");
         } else {
             yaml.push_str(&format!(

@@ -54,7 +54,8 @@ async fn packets_cross_the_mesh_and_survive_its_faults() {
     );
     {
         let mixed = Instant::now();
-        let mut mesh = match Mesh::start_with(tool, operator, Layout::mixed(), &say).await {
+        let layout = Layout::mixed();
+        let mut mesh = match Mesh::start_with(tool.clone(), operator.clone(), layout, &say).await {
             Ok(mesh) => mesh,
             Err(error) => panic!("the mixed lab did not start: {error:#}"),
         };
@@ -67,6 +68,28 @@ async fn packets_cross_the_mesh_and_survive_its_faults() {
     }
     let left = host::leftovers();
     assert!(left.is_empty(), "the mixed lab left behind: {left:?}");
+    say("15. a third lab: decentralized, an operator on every cluster writing only its own Peers");
+    {
+        let started = Instant::now();
+        let mut mesh = match Mesh::start_with(tool, operator, Layout::decentralized(), &say).await {
+            Ok(mesh) => mesh,
+            Err(error) => panic!("the decentralized lab did not start: {error:#}"),
+        };
+        figures.insert(
+            "decentralized_setup_seconds",
+            started.elapsed().as_secs_f64().into(),
+        );
+        let result = decentralized(&mut mesh, &mut figures, &say).await;
+        if let Err(error) = result {
+            eprintln!("{}", mesh.describe().await);
+            panic!("{error:#}");
+        }
+    }
+    let left = host::leftovers();
+    assert!(
+        left.is_empty(),
+        "the decentralized lab left behind: {left:?}"
+    );
     figures.insert("total_seconds", started.elapsed().as_secs_f64().into());
     println!("{}", serde_json::to_string_pretty(&figures).unwrap());
 }
@@ -499,6 +522,81 @@ async fn granularities(
     figures.insert(
         "leader_back_full_matrix_seconds",
         back.elapsed().as_secs_f64().into(),
+    );
+    Ok(())
+}
+
+/// A decentralized mesh: every pod reaches every other cluster's; one
+/// cluster's operator stopping costs no packet, and the others keep
+/// following each other.
+async fn decentralized(
+    mesh: &mut Mesh,
+    figures: &mut Figures,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<()> {
+    say(
+        "16. every pod reaches every pod of the other clusters; each cluster holds only its own operator's Peers",
+    );
+    let matrix = probe::settled_ping_matrix(&mesh.lab, Duration::from_secs(60)).await;
+    eprintln!("{}", probe::render_matrix(&matrix));
+    anyhow::ensure!(
+        matrix.iter().all(probe::Ping::reached),
+        "a pair never answered within 60 s"
+    );
+    check_wireguard_peers(mesh).await?;
+    let labels: BTreeSet<String> = {
+        let mut labels = BTreeSet::new();
+        for plane in &mesh.planes {
+            let peers = Api::<Peer>::all(plane.admin_client())
+                .list(&ListParams::default())
+                .await?;
+            let on_this: BTreeSet<String> = peers
+                .items
+                .iter()
+                .filter_map(|p| p.labels().get("kilo-clustermesh.io/mesh").cloned())
+                .collect();
+            anyhow::ensure!(on_this.len() == 1, "{}: Peers of {on_this:?}", plane.name());
+            labels.extend(on_this);
+        }
+        labels
+    };
+    anyhow::ensure!(
+        labels.len() == 3,
+        "three writers expected, found {labels:?}"
+    );
+
+    say(
+        "17. cluster-b's operator stops: no packet lost; a node joins cluster-a and cluster-c reaches it",
+    );
+    let ping = probe::ContinuousPing::start(
+        "kcmlab-a1-p1",
+        pod_ip(mesh, "cluster-b", "node-1"),
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    )?;
+    let stopped = mesh.local_operators.remove(0);
+    stopped.kill().await?;
+    mesh.lab.add_node("cluster-a", 3, 1).await?;
+    let target = pod_ip(mesh, "cluster-a", "node-3");
+    let joined = Instant::now();
+    within(
+        Duration::from_secs(60),
+        "kcmlab-c1-p1 reaching cluster-a's new node",
+        || async { probe::ping("kcmlab-c1-p1", target, 1).await.map(|_| ()) },
+    )
+    .await?;
+    figures.insert(
+        "decentralized_join_seconds",
+        joined.elapsed().as_secs_f64().into(),
+    );
+    let loss = ping.stop().await?;
+    figures.insert(
+        "decentralized_operator_stop_ping",
+        serde_json::to_value(loss)?,
+    );
+    anyhow::ensure!(
+        loss.lost() == 0,
+        "pings lost after cluster-b's operator stopped: {loss:?}"
     );
     Ok(())
 }
