@@ -598,7 +598,9 @@ impl Print {
     /// taken out meanwhile; an agent checking in every 30 s never is).
     fn differs_from(&self, before: &Print) -> bool {
         let revived = match (before.checked_in, self.checked_in) {
-            (Some(before), Some(now)) => now - before > mesh::KILO_READY_WITHIN_SECONDS,
+            (Some(before), Some(now)) => {
+                now.saturating_sub(before) > mesh::KILO_READY_WITHIN_SECONDS
+            }
             (before, now) => before.is_some() != now.is_some(),
         };
         self.fields != before.fields || revived
@@ -758,6 +760,10 @@ mod tests {
         let (first, next) = (print("1700000000"), print("1700000030"));
         assert!(!next.differs_from(&first), "a heartbeat");
         assert!(print("1700000061").differs_from(&first), "back after 61 s");
+        // last-seen is whatever a Node says: no overflow at the ends of time.
+        let (min, max) = (print(&i64::MIN.to_string()), print(&i64::MAX.to_string()));
+        assert!(max.differs_from(&min));
+        assert!(!min.differs_from(&max));
         let mut edited = node("1700000030");
         strip_node(&mut edited);
         edited

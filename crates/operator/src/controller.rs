@@ -83,7 +83,7 @@ pub struct Settings {
 
 /// How long until `at` (Unix seconds), at least a second.
 fn until_recheck(at: Option<i64>) -> Option<Duration> {
-    let wait = at? - Timestamp::now().as_second();
+    let wait = at?.saturating_sub(Timestamp::now().as_second());
     Some(Duration::from_secs(u64::try_from(wait).unwrap_or(0).max(1)))
 }
 
