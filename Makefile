@@ -6,8 +6,16 @@ CRD := charts/kilo-clustermesh-operator/crds/clustermeshes.kilo.squat.ai.yaml
 
 CHART := charts/kilo-clustermesh-operator
 HELM := .tools/bin/helm
+# cargo-fuzz runs the fuzz targets on the nightly toolchain; the project builds on stable.
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := .tools/cargo-fuzz-$(CARGO_FUZZ_VERSION)/bin
+FUZZ := PATH="$(CURDIR)/$(CARGO_FUZZ):$$PATH" $(CARGO) +nightly fuzz
+FUZZ_SECONDS ?= 30
+# Our code is safe Rust: AddressSanitizer watches only the dependencies' unsafe code, and costs about
+# four fifths of the inputs a target runs. FUZZ_SANITIZER=address runs with it.
+FUZZ_SANITIZER ?= none
 
-.PHONY: demo e2e netlab-packages test test-compat test-chart lint cargo-tools chaos tools manifests build bench clean-tools
+.PHONY: demo e2e netlab-packages test test-compat test-chart lint cargo-tools chaos fuzz tools manifests build bench clean-tools image image-packages test-install
 
 ## demo: real control planes + the operator + a real WireGuard data path, on this machine (root);
 ## DEMO_SECONDS=N keeps the lab up N seconds instead of until Ctrl-C
@@ -24,9 +32,9 @@ e2e: netlab-packages tools
 netlab-packages:
 	bash hack/netlab-packages.sh
 
-## test: formatting, lints, unit tests, integration tests against real API servers, 1.28 compatibility,
-## the data-plane end-to-end test
-test: tools lint test-chart
+## test: formatting, lints, unit tests, integration tests against real API servers (with the install from
+## a registry of the image it builds first, as test-install), 1.28 compatibility, the data-plane end-to-end test
+test: tools lint test-chart image
 	$(CARGO) test --workspace --all-targets --exclude kilo-clustermesh-testkit --exclude kilo-clustermesh-netlab
 	$(CARGO) test -p kilo-clustermesh-testkit -- --show-output
 	$(CARGO) test -p kilo-clustermesh-netlab --lib --bins
@@ -43,6 +51,20 @@ test-chart: tools
 	$(HELM) lint --strict $(CHART) --set mode=remote
 	HELM_PLUGINS=$(CURDIR)/.tools/bin $(HELM) unittest $(CHART)
 
+## test-install: the image and the chart pushed to a registry on loopback, then `helm install oci://...`
+## into a real API server, as docs/install.md says (no kubelet yet: no pod runs); `make test` runs it too
+test-install: tools image
+	$(CARGO) test -p kilo-clustermesh-operator --test install
+
+## image: the operator's image, built offline with buildah from the static release binary, reproducibly,
+## as the OCI archive target/image/kilo-clustermesh-operator-<version>.oci.tar (root; hack/image.sh)
+image: image-packages
+	bash hack/image.sh
+
+## image-packages: the Debian packages of the image and the install test (buildah, skopeo, docker-registry)
+image-packages:
+	bash hack/image-packages.sh
+
 ## lint: cargo fmt --check, clippy with warnings denied, and cargo deny's offline checks (deny.toml)
 lint: cargo-tools
 	$(CARGO) fmt --all --check
@@ -57,6 +79,18 @@ cargo-tools:
 ## SEED=<n> replays a run, DURATION=<seconds> (default 600); `make test` runs a short one
 chaos: tools
 	CHAOS_SEED=$(SEED) CHAOS_SECONDS=$(or $(DURATION),600) $(CARGO) test -p kilo-clustermesh-operator --test chaos -- --nocapture
+
+## fuzz: each libFuzzer target of fuzz/ for FUZZ_SECONDS seconds (default 30), from its committed seeds
+## and what earlier runs found; stops at the first crash (docs/reliability.md#fuzzing)
+fuzz: $(CARGO_FUZZ)/cargo-fuzz
+	$(FUZZ) build --sanitizer $(FUZZ_SANITIZER)
+	for target in $$($(FUZZ) list); do \
+	  $(FUZZ) run --sanitizer $(FUZZ_SANITIZER) $$target -- -max_total_time=$(FUZZ_SECONDS) -timeout=10 -dict=fuzz/dict/$$target.dict \
+	    -print_final_stats=1; \
+	done
+
+$(CARGO_FUZZ)/cargo-fuzz:
+	$(CARGO) install cargo-fuzz --version =$(CARGO_FUZZ_VERSION) --locked --root $(dir $(CARGO_FUZZ))
 
 ## tools: build the pinned Go tools (kube-apiserver, etcd, helm, helm-unittest) once per pin
 tools:

@@ -239,15 +239,19 @@ impl Liveness {
     /// is judged by its other annotations only.
     pub fn judge(&self, node: &NodeView) -> Option<SkipReason> {
         let last_seen = node.checked_in?;
-        (self.now - last_seen > self.stale_after_seconds)
+        // In i128: a check-in time and a grace are whatever a Node and a
+        // flag say, and their differences and sums may not fit an i64.
+        let silent = i128::from(self.now) - i128::from(last_seen);
+        (silent > i128::from(self.stale_after_seconds))
             .then_some(SkipReason::NotCheckingIn { last_seen })
     }
 
-    /// When a node that is live now stops being so, if nothing changes.
+    /// When a node that is live now stops being so, if nothing changes;
+    /// `None` also when that is past the last time an i64 holds.
     pub fn expires(&self, node: &NodeView) -> Option<i64> {
         let last_seen = node.checked_in?;
-        let at = last_seen + self.stale_after_seconds + 1;
-        (at > self.now).then_some(at)
+        let at = i128::from(last_seen) + i128::from(self.stale_after_seconds) + 1;
+        i64::try_from(at).ok().filter(|at| *at > self.now)
     }
 }
 
@@ -631,6 +635,43 @@ pub(crate) mod tests {
             SkipReason::NotCheckingIn { last_seen: 909 }
                 .message("b", "n1")
                 .contains("1970-01-01T00:15:09Z")
+        );
+    }
+
+    /// Found by the `node_eligibility` fuzz target (`make fuzz`): a time
+    /// far from today, or a grace of centuries, overflowed.
+    #[test]
+    fn check_ins_at_the_ends_of_time_are_judged_without_overflow() {
+        let seen = |at| NodeView {
+            checked_in: Some(at),
+            ..NodeView::default()
+        };
+        let long_ago = Liveness {
+            now: i64::MIN,
+            stale_after_seconds: 90,
+        };
+        assert_eq!(long_ago.judge(&seen(1_764_114_000)), None);
+        assert_eq!(long_ago.expires(&seen(1_764_114_000)), Some(1_764_114_091));
+        let far_future = Liveness {
+            now: i64::MAX,
+            stale_after_seconds: 90,
+        };
+        assert_eq!(
+            far_future.judge(&seen(i64::MIN)),
+            Some(SkipReason::NotCheckingIn {
+                last_seen: i64::MIN
+            })
+        );
+        assert_eq!(far_future.expires(&seen(i64::MIN)), None);
+        let forever = Liveness {
+            now: 1_764_115_200,
+            stale_after_seconds: i64::MAX,
+        };
+        assert_eq!(forever.judge(&seen(1_764_114_000)), None);
+        assert_eq!(
+            forever.expires(&seen(1_764_114_000)),
+            None,
+            "not within the times an i64 holds"
         );
     }
 

@@ -106,7 +106,9 @@ pub fn token_expiry(yaml: &str) -> Option<k8s_openapi::apimachinery::pkg::apis::
         .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
 }
 
-fn check(kubeconfig: &Kubeconfig, policy: KubeconfigPolicy) -> Result<(), KubeconfigError> {
+/// Refuses what `policy` does not allow in the context a client would use:
+/// a credential plugin, a path to a file, skipped TLS verification.
+pub fn check(kubeconfig: &Kubeconfig, policy: KubeconfigPolicy) -> Result<(), KubeconfigError> {
     let (cluster, user) = selected(kubeconfig, None)?;
     let (cluster_name, cluster) = cluster;
     if cluster.server.as_deref().is_none_or(str::is_empty) {

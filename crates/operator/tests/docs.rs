@@ -3,6 +3,8 @@
 //! against real API servers whose kubeconfig contexts are named as in the
 //! docs (`hub`, `cluster-b`). A block no test can run here is listed in
 //! [`NOT_RUN`] with the reason, and a test fails for any other block.
+//! `tests/install.rs` runs the air-gapped install
+//! ([`guide::FROM_YOUR_OWN_REGISTRY`]).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -13,10 +15,16 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use common::{
+    guide::{FROM_YOUR_OWN_REGISTRY, REPO, blocks, script, sh_blocks},
+    *,
+};
 use testkit::ControlPlane;
 
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+/// [`guide::run`] with nothing added to the environment.
+async fn run(script: &str, kubeconfig: &Path, home: &Path) -> String {
+    guide::run(script, kubeconfig, home, &[]).await
+}
 
 /// Sections whose commands need what this machine cannot give, and why.
 const NOT_RUN: &[(&str, &str, &str)] = &[
@@ -43,7 +51,8 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
     (
         "docs/install.md",
         "## The image",
-        "its base images come from a container registry, which the build machines do not reach",
+        "`make image` runs before `make test-install`, whose test loads the archive it writes; the \
+         Dockerfile's base images come from a container registry, which the build machines do not reach",
     ),
     (
         "docs/install.md",
@@ -85,92 +94,6 @@ const BY_HAND: &[(&str, &str)] = &[
 
 /// One cluster of a decentralized mesh, set up as the docs say.
 const DECENTRALIZED: &[(&str, &str)] = &[("docs/topologies.md", "## A decentralized mesh")];
-
-/// Each `sh` block of a markdown page with the heading it is under.
-fn sh_blocks(page: &str) -> Vec<(String, String)> {
-    blocks(page, "```sh")
-}
-
-/// Each block opening with `fence` (` ```sh `, ` ```yaml `) of a markdown
-/// page, with the heading it is under.
-fn blocks(page: &str, fence: &str) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(format!("{REPO}/{page}")).unwrap();
-    let mut blocks = Vec::new();
-    let mut heading = String::new();
-    // Inside any fenced block: its opening line and its body so far.
-    let mut block: Option<(String, String)> = None;
-    for line in text.lines() {
-        match &mut block {
-            Some((opening, body)) if line.starts_with("```") => {
-                if opening.starts_with(fence) {
-                    blocks.push((heading.clone(), std::mem::take(body)));
-                }
-                block = None;
-            }
-            Some((_, body)) => {
-                body.push_str(line);
-                body.push('\n');
-            }
-            None if line.starts_with("```") => block = Some((line.to_owned(), String::new())),
-            None if line.starts_with('#') => heading = line.to_owned(),
-            None => {}
-        }
-    }
-    blocks
-}
-
-/// The commands of each `(page, heading)` section, in that order.
-fn script(sections: &[(&str, &str)]) -> String {
-    sections
-        .iter()
-        .flat_map(|(page, section)| {
-            let blocks = sh_blocks(page);
-            assert!(
-                blocks.iter().any(|(h, _)| h.starts_with(section)),
-                "{page} has no commands under {section:?}"
-            );
-            blocks
-                .into_iter()
-                .filter(move |(heading, _)| heading.starts_with(section))
-                .map(|(_, body)| body)
-        })
-        .collect()
-}
-
-/// Runs `script` with bash (stopping at the first failing command) as a user
-/// would: the given kubeconfig, the operator and the pinned tools on PATH,
-/// from the repository root.
-async fn run(script: &str, kubeconfig: &Path, home: &Path) -> String {
-    assert!(!script.trim().is_empty(), "no commands found");
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_kilo-clustermesh-operator"));
-    let path = format!(
-        "{}:{REPO}/.tools/bin:{}",
-        binary.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let output = tokio::process::Command::new("bash")
-        .args(["-euo", "pipefail", "-c", script])
-        .current_dir(REPO)
-        .env("PATH", path)
-        .env("KUBECONFIG", kubeconfig)
-        .env("HOME", home)
-        // The test's API servers are on loopback, and so is the operator.
-        .env("KCM_ALLOW_LOOPBACK_SERVER", "true")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "the docs' commands failed:\n{script}\n--- output ---\n{said}"
-    );
-    said
-}
 
 /// A hub and a remote with Kilo-annotated nodes whose ranges match the
 /// docs' example mesh, and a kubeconfig with the docs' context names.
@@ -278,6 +201,7 @@ fn every_command_in_the_docs_is_run_or_says_why_not() {
             let run = INSTALL_AND_CONNECT
                 .iter()
                 .chain(BY_HAND)
+                .chain(FROM_YOUR_OWN_REGISTRY)
                 .chain(DECENTRALIZED)
                 .any(|(p, s)| p == page && heading.starts_with(s));
             let excused = NOT_RUN

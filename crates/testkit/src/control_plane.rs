@@ -527,15 +527,15 @@ pub async fn client_from_yaml(yaml: &str) -> Result<Client, Error> {
     Ok(Client::try_from(config)?)
 }
 
-/// Prefix of every control plane's directory under the temp dir.
-const DIR_PREFIX: &str = "kcm-testkit-";
+/// Prefix of every control plane's (and registry's) directory under the temp dir.
+pub(crate) const DIR_PREFIX: &str = "kcm-testkit-";
 /// File in that directory naming the pid of the test process that owns it.
-const OWNER_FILE: &str = "owner.pid";
+pub(crate) const OWNER_FILE: &str = "owner.pid";
 
-/// Removes the directories of control planes whose test process is gone: a
-/// test killed with SIGKILL runs no Drop. (Its processes died with it; see
-/// [`Process::spawn`].)
-fn remove_stale_dirs() {
+/// Removes the directories of control planes (and registries) whose test
+/// process is gone: a test killed with SIGKILL runs no Drop. (Its processes
+/// died with it; see [`Process::spawn`].)
+pub(crate) fn remove_stale_dirs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };

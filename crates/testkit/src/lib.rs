@@ -14,6 +14,9 @@
 //! blackhole or delay connections, as a partition or an overloaded server
 //! would, without stopping its process.
 //!
+//! [`Registry`] runs a container registry (Debian's `docker-registry`) on
+//! loopback, for charts and images pushed as to a cluster's own registry.
+//!
 //! Processes never outlive the test: they are killed when the
 //! [`ControlPlane`] is dropped (also on panic), and each one is started with a
 //! parent-death signal, so even a test process killed with SIGKILL takes
@@ -26,6 +29,7 @@ mod http;
 mod kubeconfig;
 mod pki;
 mod process;
+mod registry;
 mod token;
 mod tools;
 
@@ -34,5 +38,6 @@ pub use fault_proxy::{Fault, FaultProxy};
 pub use http::{http_get, metric_sum};
 pub use kubeconfig::merged as merged_kubeconfig;
 pub use process::Process;
+pub use registry::{Registry, RegistryError};
 pub use token::ACCEPTED_PAST_EXPIRY;
 pub use tools::binary as tool;

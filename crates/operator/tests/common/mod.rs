@@ -2,6 +2,8 @@
 //! ServiceAccount, Kilo-annotated nodes, and the controller running in-process.
 #![allow(dead_code, unused_imports, clippy::unwrap_used)] // each test file uses part of it; a panic is the failure report
 
+pub mod guide;
+
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 pub use api::fixtures::{cluster_entry as entry, wireguard_key as key};
