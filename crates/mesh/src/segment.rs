@@ -196,9 +196,18 @@ mod tests {
     }
 
     fn group(nodes: &[NodeView]) -> (BTreeMap<String, EligibleNode>, Vec<SkippedNode>) {
+        group_judged(nodes, None)
+    }
+
+    /// The plan's steps for a `location` cluster: liveness, checks, grouping.
+    fn group_judged(
+        nodes: &[NodeView],
+        liveness: Option<&Liveness>,
+    ) -> (BTreeMap<String, EligibleNode>, Vec<SkippedNode>) {
         let settings = Settings::default();
         let eligible = nodes
             .iter()
+            .filter(|n| liveness.is_none_or(|l| l.judge(n).is_none()))
             .filter_map(|n| {
                 node::check(
                     n,
@@ -211,7 +220,7 @@ mod tests {
             })
             .map(|n| (n.name.clone(), n))
             .collect();
-        by_location(nodes, eligible, None)
+        by_location(nodes, eligible, liveness)
     }
 
     #[test]
@@ -277,23 +286,7 @@ mod tests {
             now: 2_010,
             stale_after_seconds: 90,
         };
-        let settings = Settings::default();
-        let eligible = nodes
-            .iter()
-            .filter(|n| liveness.judge(n).is_none())
-            .filter_map(|n| {
-                node::check(
-                    n,
-                    &cluster(),
-                    &BTreeSet::new(),
-                    Granularity::Location,
-                    &settings,
-                )
-                .ok()
-            })
-            .map(|n| (n.name.clone(), n))
-            .collect();
-        let (entries, _) = by_location(&nodes, eligible, Some(&liveness));
+        let (entries, _) = group_judged(&nodes, Some(&liveness));
         let rack = &entries["location-rack"];
         assert_eq!(rack.key.to_string(), api::fixtures::wireguard_key(2, 2));
         assert_eq!(rack.members, ["node-2"]);

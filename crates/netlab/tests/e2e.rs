@@ -12,7 +12,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     future::Future,
     net::Ipv4Addr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -35,63 +35,70 @@ async fn packets_cross_the_mesh_and_survive_its_faults() {
     let started = Instant::now();
     let say = |step: &str| eprintln!("[e2e {:>5.1}s] {step}", started.elapsed().as_secs_f64());
     let mut figures = Figures::new();
-    {
-        let mut mesh = match Mesh::start(tool.clone(), operator.clone(), &say).await {
-            Ok(mesh) => mesh,
-            Err(error) => panic!("the meshed lab did not start: {error:#}"),
-        };
-        figures.insert("setup_seconds", started.elapsed().as_secs_f64().into());
-        let result = scenarios(&mut mesh, &mut figures, &say).await;
-        if let Err(error) = result {
-            eprintln!("{}", mesh.describe().await);
-            panic!("{error:#}");
-        }
-    }
-    let left = host::leftovers();
-    assert!(left.is_empty(), "the lab left behind: {left:?}");
+    let lab = Lab {
+        tool: &tool,
+        operator: &operator,
+        say: &say,
+    };
+
+    let mut mesh = lab.start("the meshed lab", Layout::full()).await;
+    figures.insert("setup_seconds", started.elapsed().as_secs_f64().into());
+    let result = scenarios(&mut mesh, &mut figures, &say).await;
+    lab.end(mesh, result).await;
+
     say(
         "10. a second lab: cluster-a full, cluster-b location (two locations of two nodes), cluster-c cross",
     );
-    {
-        let mixed = Instant::now();
-        let layout = Layout::mixed();
-        let mut mesh = match Mesh::start_with(tool.clone(), operator.clone(), layout, &say).await {
-            Ok(mesh) => mesh,
-            Err(error) => panic!("the mixed lab did not start: {error:#}"),
-        };
-        figures.insert("mixed_setup_seconds", mixed.elapsed().as_secs_f64().into());
-        let result = granularities(&mut mesh, &mut figures, &say).await;
-        if let Err(error) = result {
-            eprintln!("{}", mesh.describe().await);
-            panic!("{error:#}");
-        }
-    }
-    let left = host::leftovers();
-    assert!(left.is_empty(), "the mixed lab left behind: {left:?}");
+    let mixed = Instant::now();
+    let mut mesh = lab.start("the mixed lab", Layout::mixed()).await;
+    figures.insert("mixed_setup_seconds", mixed.elapsed().as_secs_f64().into());
+    let result = granularities(&mut mesh, &mut figures, &say).await;
+    lab.end(mesh, result).await;
+
     say("15. a third lab: decentralized, an operator on every cluster writing only its own Peers");
-    {
-        let started = Instant::now();
-        let mut mesh = match Mesh::start_with(tool, operator, Layout::decentralized(), &say).await {
-            Ok(mesh) => mesh,
-            Err(error) => panic!("the decentralized lab did not start: {error:#}"),
-        };
-        figures.insert(
-            "decentralized_setup_seconds",
-            started.elapsed().as_secs_f64().into(),
-        );
-        let result = decentralized(&mut mesh, &mut figures, &say).await;
-        if let Err(error) = result {
-            eprintln!("{}", mesh.describe().await);
-            panic!("{error:#}");
-        }
-    }
-    let left = host::leftovers();
-    assert!(
-        left.is_empty(),
-        "the decentralized lab left behind: {left:?}"
+    let decentralized_at = Instant::now();
+    let mut mesh = lab
+        .start("the decentralized lab", Layout::decentralized())
+        .await;
+    figures.insert(
+        "decentralized_setup_seconds",
+        decentralized_at.elapsed().as_secs_f64().into(),
     );
+    let result = decentralized(&mut mesh, &mut figures, &say).await;
+    lab.end(mesh, result).await;
+
     figures.insert("total_seconds", started.elapsed().as_secs_f64().into());
     println!("{}", serde_json::to_string_pretty(&figures).unwrap());
+}
+
+/// What every lab of the run is built from.
+struct Lab<'a> {
+    tool: &'a Path,
+    operator: &'a Path,
+    say: &'a dyn Fn(&str),
+}
+
+impl Lab<'_> {
+    /// A meshed lab of `layout`; a lab that does not start fails the test.
+    async fn start(&self, what: &str, layout: Layout) -> Mesh {
+        let started = Mesh::start_with(self.tool.into(), self.operator.into(), layout, self.say);
+        match started.await {
+            Ok(mesh) => mesh,
+            Err(error) => panic!("{what} did not start: {error:#}"),
+        }
+    }
+
+    /// Fails the test with the lab's state when its scenario failed, then
+    /// removes the lab and checks that nothing of it is left.
+    async fn end(&self, mesh: Mesh, result: anyhow::Result<()>) {
+        if let Err(error) = result {
+            eprintln!("{}", mesh.describe().await);
+            panic!("{error:#}");
+        }
+        drop(mesh);
+        let left = host::leftovers();
+        assert!(left.is_empty(), "the lab left behind: {left:?}");
+    }
 }
 
 async fn scenarios(
