@@ -81,7 +81,7 @@ chaos: tools
 	CHAOS_SEED=$(SEED) CHAOS_SECONDS=$(or $(DURATION),600) $(CARGO) test -p kilo-clustermesh-operator --test chaos -- --nocapture
 
 ## fuzz: each libFuzzer target of fuzz/ for FUZZ_SECONDS seconds (default 30), from its committed seeds
-## and what earlier runs found; stops at the first crash (docs/reliability.md#fuzzing)
+## and what earlier runs found; stops at the first crash (docs/reliability.md#fuzzing-make-fuzz)
 fuzz: $(CARGO_FUZZ)/cargo-fuzz
 	$(FUZZ) build --sanitizer $(FUZZ_SANITIZER)
 	for target in $$($(FUZZ) list); do \

@@ -15,7 +15,13 @@ pub fn peer_name(cluster: &str, node: &str) -> String {
     }
     let digest = Sha256::digest(full.as_bytes());
     let hash: String = digest[..5].iter().map(|b| format!("{b:02x}")).collect();
-    let kept = full[..MAX - hash.len() - 1].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    // Cut between characters: a name is whatever the Node object says.
+    let cut = MAX - hash.len() - 1;
+    let cut = (0..=cut)
+        .rev()
+        .find(|i| full.is_char_boundary(*i))
+        .unwrap_or(0);
+    let kept = full[..cut].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
     format!("{kept}-{hash}")
 }
 
@@ -42,5 +48,17 @@ mod tests {
         // A cut landing on a dot still gives a valid name.
         let dotted = format!("{}.{}", "a".repeat(231), "b".repeat(30));
         assert!(is_dns1123_subdomain(&peer_name("x", &dotted)));
+    }
+
+    /// Found with the `node_eligibility` fuzz target's input format
+    /// (`make fuzz`): the cut landed inside a character and panicked.
+    #[test]
+    fn a_long_name_is_cut_between_characters() {
+        let node = format!("x{}", "é".repeat(200));
+        let name = peer_name("b", &node);
+        assert!(name.len() <= 253, "{name}");
+        assert!(name.starts_with("b.x"), "{name}");
+        assert_eq!(name, peer_name("b", &node));
+        assert_ne!(name, peer_name("c", &node));
     }
 }
