@@ -27,17 +27,10 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{node::tests::check_full, node::tests::node, spec::ClusterSpec};
+    use crate::node::tests::{check_full, node, plain_cluster};
 
     fn eligible(nodes: &[(&str, bool, bool)]) -> BTreeMap<String, EligibleNode> {
-        let cluster = ClusterSpec {
-            name: "b".into(),
-            local: false,
-            pod: vec!["10.2.0.0/16".parse().unwrap()],
-            wireguard: "10.100.1.0/24".parse().unwrap(),
-            service: None,
-            additional: vec![],
-        };
+        let cluster = plain_cluster();
         nodes
             .iter()
             .enumerate()

@@ -500,6 +500,18 @@ pub(crate) mod tests {
         check(node, cluster, blocked, Granularity::PerNode, &settings)
     }
 
+    /// Cluster b with one pod range and no other declared range.
+    pub fn plain_cluster() -> ClusterSpec {
+        ClusterSpec {
+            name: "b".into(),
+            local: false,
+            pod: vec!["10.2.0.0/16".parse().unwrap()],
+            wireguard: "10.100.1.0/24".parse().unwrap(),
+            service: None,
+            additional: vec![],
+        }
+    }
+
     fn cluster() -> ClusterSpec {
         ClusterSpec {
             name: "b".into(),

@@ -160,18 +160,11 @@ mod tests {
     use api::is_dns1123_subdomain;
 
     use super::*;
-    use crate::{node::Granularity, node::tests::node, plan::Settings, spec::ClusterSpec};
-
-    fn cluster() -> ClusterSpec {
-        ClusterSpec {
-            name: "b".into(),
-            local: false,
-            pod: vec!["10.2.0.0/16".parse().unwrap()],
-            wireguard: "10.100.1.0/24".parse().unwrap(),
-            service: None,
-            additional: vec![],
-        }
-    }
+    use crate::{
+        node::Granularity,
+        node::tests::{node, plain_cluster as cluster},
+        plan::Settings,
+    };
 
     /// Node `i` of location `location`, with an internal IP, a distinct key
     /// and a WireGuard IP only when `leads` (as Kilo writes them).
