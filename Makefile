@@ -15,7 +15,7 @@ FUZZ_SECONDS ?= 30
 # four fifths of the inputs a target runs. FUZZ_SANITIZER=address runs with it.
 FUZZ_SANITIZER ?= none
 
-.PHONY: demo e2e netlab-packages test test-compat test-chart lint cargo-tools chaos fuzz tools manifests build bench clean-tools image image-packages test-install
+.PHONY: demo e2e netlab-packages test test-compat test-chart lint cargo-tools chaos fuzz tools manifests build bench clean-tools image image-packages node-packages test-install
 
 ## demo: real control planes + the operator + a real WireGuard data path, on this machine (root);
 ## DEMO_SECONDS=N keeps the lab up N seconds instead of until Ctrl-C
@@ -34,7 +34,7 @@ netlab-packages:
 
 ## test: formatting, lints, unit tests, integration tests against real API servers (with the install from
 ## a registry of the image it builds first, as test-install), 1.28 compatibility, the data-plane end-to-end test
-test: tools lint test-chart image
+test: tools lint test-chart image node-packages
 	$(CARGO) test --workspace --all-targets --exclude kilo-clustermesh-testkit --exclude kilo-clustermesh-netlab
 	$(CARGO) test -p kilo-clustermesh-testkit -- --show-output
 	$(CARGO) test -p kilo-clustermesh-netlab --lib --bins
@@ -51,9 +51,10 @@ test-chart: tools
 	$(HELM) lint --strict $(CHART) --set mode=remote
 	HELM_PLUGINS=$(CURDIR)/.tools/bin $(HELM) unittest $(CHART)
 
-## test-install: the image and the chart pushed to a registry on loopback, then `helm install oci://...`
-## into a real API server, as docs/install.md says (no kubelet yet: no pod runs); `make test` runs it too
-test-install: tools image
+## test-install: the image and the chart pushed to a registry, `helm install oci://...` into a real API
+## server with a real node (kubelet, containerd), the operator's pod meshing two clusters, as
+## docs/install.md says (root); `make test` runs it too
+test-install: tools image node-packages
 	$(CARGO) test -p kilo-clustermesh-operator --test install
 
 ## image: the operator's image, built offline with buildah from the static release binary, reproducibly,
@@ -64,6 +65,10 @@ image: image-packages
 ## image-packages: the Debian packages of the image and the install test (buildah, skopeo, docker-registry)
 image-packages:
 	bash hack/image-packages.sh
+
+## node-packages: the Debian packages of the test kit's node (containerd, runc, CNI plugins, iptables)
+node-packages:
+	bash hack/node-packages.sh
 
 ## lint: cargo fmt --check, clippy with warnings denied, and cargo deny's offline checks (deny.toml)
 lint: cargo-tools
@@ -92,7 +97,8 @@ fuzz: $(CARGO_FUZZ)/cargo-fuzz
 $(CARGO_FUZZ)/cargo-fuzz:
 	$(CARGO) install cargo-fuzz --version =$(CARGO_FUZZ_VERSION) --locked --root $(dir $(CARGO_FUZZ))
 
-## tools: build the pinned Go tools (kube-apiserver, etcd, helm, helm-unittest) once per pin
+## tools: build the pinned Go tools (kube-apiserver and the node's kubelet, kube-proxy,
+## kube-controller-manager, kube-scheduler from one Kubernetes pin; etcd, helm, helm-unittest) once per pin
 tools:
 	bash hack/build-tools.sh
 

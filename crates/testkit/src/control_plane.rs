@@ -1,7 +1,7 @@
 //! One control plane: etcd + kube-apiserver on loopback.
 
 use std::{
-    net::TcpListener,
+    net::{IpAddr, Ipv4Addr, TcpListener},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -28,6 +28,14 @@ use crate::{
     process::Process,
     token, tools,
 };
+
+/// The Service range of every control plane.
+const SERVICE_CIDR: &str = "10.96.0.0/16";
+
+/// The ClusterIP of the `kubernetes` Service (the first of [`SERVICE_CIDR`]):
+/// where a pod's in-cluster configuration sends it, so the serving
+/// certificate covers it.
+pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 
 /// The issuer (and audience) of ServiceAccount tokens.
 const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc";
@@ -96,6 +104,7 @@ pub struct ControlPlane {
     pki: Pki,
     admin: Client,
     admin_kubeconfig: String,
+    address: IpAddr,
     port: u16,
     apiserver_binary: PathBuf,
     apiserver_args: Vec<String>,
@@ -108,13 +117,23 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts a control plane named `name` and installs the ClusterMesh and
-    /// Peer CRDs.
+    /// Starts a control plane named `name` on 127.0.0.1 and installs the
+    /// ClusterMesh and Peer CRDs.
     pub async fn start(name: &str) -> Result<Self, Error> {
+        Self::start_on(name, Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// As [`Self::start`], with the API server listening on `address`
+    /// instead of 127.0.0.1: the host side of a [`crate::NodeNetwork`], so
+    /// the pods of a [`crate::Node`] reach it. Its serving certificate covers
+    /// `address` and [`KUBERNETES_SERVICE_IP`], and off loopback the API
+    /// server keeps the `kubernetes` Service's endpoints at `address`, which
+    /// the node's kube-proxy routes `kubernetes.default` to.
+    pub async fn start_on(name: &str, address: IpAddr) -> Result<Self, Error> {
         let started = Instant::now();
         let mut attempt = 1;
         let plane = loop {
-            let mut plane = Self::spawn(name).await?;
+            let mut plane = Self::spawn(name, address).await?;
             match plane.wait_ready().await {
                 Ok(()) => break plane,
                 // Free ports are chosen before the processes bind them; a
@@ -147,7 +166,7 @@ impl ControlPlane {
             .collect()
     }
 
-    async fn spawn(name: &str) -> Result<Self, Error> {
+    async fn spawn(name: &str, address: IpAddr) -> Result<Self, Error> {
         let etcd_binary = tools::binary("etcd")?;
         let apiserver_binary = tools::binary(&tools::apiserver_name())?;
         remove_stale_dirs();
@@ -155,7 +174,7 @@ impl ControlPlane {
             .prefix(&format!("{DIR_PREFIX}{name}-"))
             .tempdir()?;
         std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())?;
-        let pki = Pki::generate(name)?;
+        let pki = Pki::generate(name, &[address, KUBERNETES_SERVICE_IP.into()])?;
         let file = |file: &str, contents: &str| -> Result<String, Error> {
             let path = dir.path().join(file);
             std::fs::write(&path, contents)?;
@@ -168,7 +187,8 @@ impl ControlPlane {
         let sa_public_key = file("service-account.pub", &pki.service_account_public_key)?;
         let audit_policy = file("audit-policy.yaml", AUDIT_POLICY)?;
 
-        let [client_port, peer_port, port] = free_ports()?;
+        let [client_port, peer_port] = free_ports(Ipv4Addr::LOCALHOST.into())?;
+        let [port] = free_ports(address)?;
         let etcd_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let etcd_args = vec![
@@ -190,8 +210,8 @@ impl ControlPlane {
         )?;
         let apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".to_owned(),
-            "--advertise-address=127.0.0.1".to_owned(),
+            format!("--bind-address={address}"),
+            format!("--advertise-address={address}"),
             format!("--secure-port={port}"),
             format!("--cert-dir={}", dir.path().join("certs").display()),
             format!("--tls-cert-file={serving_cert}"),
@@ -201,9 +221,17 @@ impl ControlPlane {
             format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
             format!("--service-account-key-file={sa_public_key}"),
             format!("--service-account-signing-key-file={sa_key}"),
-            "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
-            // Nothing here needs the Endpoints of the kubernetes Service.
-            "--endpoint-reconciler-type=none".to_owned(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            // On loopback nothing needs the Endpoints of the kubernetes
+            // Service; a node's pods reach the API server through them.
+            format!(
+                "--endpoint-reconciler-type={}",
+                if address.is_loopback() {
+                    "none"
+                } else {
+                    "lease"
+                }
+            ),
             "--enable-priority-and-fairness=false".to_owned(),
             format!("--audit-policy-file={audit_policy}"),
             format!("--audit-log-path={}", dir.path().join(AUDIT_LOG).display()),
@@ -216,7 +244,7 @@ impl ControlPlane {
         )?;
         let admin_kubeconfig = kubeconfig::yaml(
             name,
-            &format!("https://127.0.0.1:{port}"),
+            &url(address, port),
             &pki.ca_cert,
             Credentials::ClientCertificate {
                 cert: &pki.admin_cert,
@@ -229,6 +257,7 @@ impl ControlPlane {
             pki,
             admin,
             admin_kubeconfig,
+            address,
             port,
             apiserver_binary,
             apiserver_args,
@@ -245,14 +274,26 @@ impl ControlPlane {
         &self.name
     }
 
-    /// `https://127.0.0.1:<port>`.
+    /// `https://<address>:<port>`, `https://127.0.0.1:<port>` unless
+    /// started with [`Self::start_on`].
     pub fn server_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        url(self.address, self.port)
     }
 
-    /// The API server's port on 127.0.0.1.
+    /// The address the API server listens on.
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
+
+    /// The API server's port (on [`Self::address`]).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin's client certificate and key, PEM: for the components of a
+    /// [`crate::Node`].
+    pub(crate) fn admin_credentials(&self) -> (&str, &str) {
+        (&self.pki.admin_cert, &self.pki.admin_key)
     }
 
     /// The CA that signed the serving and client certificates, PEM.
@@ -552,10 +593,15 @@ pub(crate) fn remove_stale_dirs() {
     }
 }
 
-/// Free loopback ports, held together while chosen so they are distinct.
-fn free_ports<const N: usize>() -> std::io::Result<[u16; N]> {
+/// `https://<address>:<port>`, an IPv6 address in brackets.
+fn url(address: IpAddr, port: u16) -> String {
+    format!("https://{}", std::net::SocketAddr::new(address, port))
+}
+
+/// Free ports on `address`, held together while chosen so they are distinct.
+fn free_ports<const N: usize>(address: IpAddr) -> std::io::Result<[u16; N]> {
     let listeners = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .map(|_| TcpListener::bind((address, 0)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut ports = [0; N];
     for (port, listener) in ports.iter_mut().zip(&listeners) {

@@ -1,15 +1,34 @@
 //! A plain HTTP/1.0 GET on loopback, for the operator's metrics and health
 //! endpoints, and the sum of a metric in what `/metrics` answers.
 
+use std::net::{Ipv4Addr, SocketAddr};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// `GET path` from `127.0.0.1:port`: the whole response, status line first,
-/// or an empty string when nothing answers.
-pub async fn http_get(port: u16, path: &str) -> String {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+/// Where [`http_get`] connects: a port on 127.0.0.1, or any address.
+pub struct Target(SocketAddr);
+
+impl From<u16> for Target {
+    fn from(port: u16) -> Self {
+        Self((Ipv4Addr::LOCALHOST, port).into())
+    }
+}
+
+impl From<SocketAddr> for Target {
+    fn from(address: SocketAddr) -> Self {
+        Self(address)
+    }
+}
+
+/// `GET path` from `127.0.0.1:port`, or from another address given as
+/// `address:port` (a pod's): the whole response, status line first, or an
+/// empty string when nothing answers.
+pub async fn http_get(to: impl Into<Target>, path: &str) -> String {
+    let to = to.into().0;
+    let Ok(mut stream) = tokio::net::TcpStream::connect(to).await else {
         return String::new();
     };
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n");
     if stream.write_all(request.as_bytes()).await.is_err() {
         return String::new();
     }

@@ -14,6 +14,12 @@
 //! blackhole or delay connections, as a partition or an overloaded server
 //! would, without stopping its process.
 //!
+//! [`Node`] is a real node for a control plane: kubelet, kube-proxy,
+//! containerd, runc and CNI in a network namespace of the test's
+//! ([`NodeNetwork`]), with kube-controller-manager and kube-scheduler, so a
+//! Deployment runs as a pod that reaches the API servers (root;
+//! `make node-packages`).
+//!
 //! [`Registry`] runs a container registry (Debian's `docker-registry`) on
 //! loopback, for charts and images pushed as to a cluster's own registry.
 //!
@@ -27,16 +33,20 @@ mod control_plane;
 mod fault_proxy;
 mod http;
 mod kubeconfig;
+mod node;
 mod pki;
 mod process;
 mod registry;
 mod token;
 mod tools;
 
-pub use control_plane::{AuditedWrite, ControlPlane, Error, client_from_yaml};
+pub use control_plane::{
+    AuditedWrite, ControlPlane, Error, KUBERNETES_SERVICE_IP, client_from_yaml,
+};
 pub use fault_proxy::{Fault, FaultProxy};
 pub use http::{http_get, metric_sum};
 pub use kubeconfig::merged as merged_kubeconfig;
+pub use node::{Node, NodeError, NodeNetwork};
 pub use process::Process;
 pub use registry::{Registry, RegistryError};
 pub use token::ACCEPTED_PAST_EXPIRY;

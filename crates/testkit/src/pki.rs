@@ -1,5 +1,7 @@
 //! The certificates and keys of one control plane, made fresh for each.
 
+use std::net::IpAddr;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -19,7 +21,9 @@ pub struct Pki {
 }
 
 impl Pki {
-    pub fn generate(name: &str) -> Result<Self, rcgen::Error> {
+    /// A fresh CA and what it signs; the serving certificate covers
+    /// loopback, `kubernetes.default.svc` and `addresses`.
+    pub fn generate(name: &str, addresses: &[IpAddr]) -> Result<Self, rcgen::Error> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -33,12 +37,20 @@ impl Pki {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let serving_key = KeyPair::generate()?;
-        let mut serving = CertificateParams::new(vec![
+        let mut names = vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
             "::1".to_owned(),
             "kubernetes.default.svc".to_owned(),
-        ])?;
+        ];
+        names.extend(
+            addresses
+                .iter()
+                .map(IpAddr::to_string)
+                .filter(|address| !names.contains(address))
+                .collect::<Vec<_>>(),
+        );
+        let mut serving = CertificateParams::new(names)?;
         serving.distinguished_name = common_name("kube-apiserver", None);
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let serving_cert = serving.signed_by(&serving_key, &issuer)?;

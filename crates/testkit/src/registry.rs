@@ -4,7 +4,7 @@
 //! to it as they would to a cluster's own registry.
 
 use std::{
-    net::TcpListener,
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
     path::Path,
     time::{Duration, Instant},
 };
@@ -33,20 +33,21 @@ pub enum RegistryError {
     Missing,
     #[error("starting the registry: {0}")]
     Io(#[from] std::io::Error),
-    #[error("the registry on 127.0.0.1:{port} is not ready: {why}\n{logs}")]
+    #[error("the registry on {address} is not ready: {why}\n{logs}")]
     NotReady {
-        port: u16,
+        address: SocketAddr,
         why: String,
         logs: String,
     },
 }
 
-/// A running registry on `127.0.0.1:<port>`. Stopped and its storage deleted
+/// A running registry on `127.0.0.1:<port>` (or another address of this
+/// host, [`Registry::start_on`]). Stopped and its storage deleted
 /// on drop; a test killed by SIGKILL takes the process with it (see
 /// [`Process::spawn`]) and the next control plane or registry started
 /// removes its directory.
 pub struct Registry {
-    port: u16,
+    address: SocketAddr,
     process: Process,
     // Declared last: removed after the process is gone.
     _dir: TempDir,
@@ -55,12 +56,18 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry on a free loopback port and waits until it answers.
     pub async fn start() -> Result<Self, RegistryError> {
+        Self::start_on(Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// As [`Self::start`], on a free port of `address`: the host side of a
+    /// [`crate::NodeNetwork`], so a [`crate::Node`]'s containerd pulls from it.
+    pub async fn start_on(address: IpAddr) -> Result<Self, RegistryError> {
         if !Path::new(BINARY).exists() {
             return Err(RegistryError::Missing);
         }
         let mut attempt = 1;
         loop {
-            let mut registry = Self::spawn()?;
+            let mut registry = Self::spawn(address)?;
             match registry.wait_ready().await {
                 Ok(()) => return Ok(registry),
                 // The port is chosen before the registry binds it; another
@@ -75,15 +82,15 @@ impl Registry {
         }
     }
 
-    fn spawn() -> Result<Self, RegistryError> {
+    fn spawn(address: IpAddr) -> Result<Self, RegistryError> {
         remove_stale_dirs();
         let dir = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}registry-"))
             .tempdir()?;
         std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let address = TcpListener::bind((address, 0))?.local_addr()?;
         let config = dir.path().join("config.yml");
-        std::fs::write(&config, config_yaml(&dir.path().join("storage"), port))?;
+        std::fs::write(&config, config_yaml(&dir.path().join("storage"), address))?;
         let process = Process::spawn(
             "docker-registry",
             Path::new(BINARY),
@@ -91,16 +98,16 @@ impl Registry {
             dir.path().join("registry.log"),
         )?;
         Ok(Self {
-            port,
+            address,
             process,
             _dir: dir,
         })
     }
 
-    /// `127.0.0.1:<port>`, the registry's host in image and chart
+    /// `<address>:<port>`, the registry's host in image and chart
     /// references.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.address.to_string()
     }
 
     /// The recent lines of the registry's log.
@@ -114,7 +121,7 @@ impl Registry {
             if self.process.exited() {
                 return Err(self.not_ready("it exited"));
             }
-            let answer = http_get(self.port, "/v2/").await;
+            let answer = http_get(self.address, "/v2/").await;
             if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200") {
                 return Ok(());
             }
@@ -127,7 +134,7 @@ impl Registry {
 
     fn not_ready(&self, why: &str) -> RegistryError {
         RegistryError::NotReady {
-            port: self.port,
+            address: self.address,
             why: why.to_owned(),
             logs: self.logs(),
         }
@@ -147,8 +154,8 @@ impl Drop for Registry {
     }
 }
 
-/// Plain HTTP on loopback only, no authentication, deletes allowed.
-fn config_yaml(storage: &Path, port: u16) -> String {
+/// Plain HTTP on one address only, no authentication, deletes allowed.
+fn config_yaml(storage: &Path, address: SocketAddr) -> String {
     format!(
         "version: 0.1
 log:
@@ -161,7 +168,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{port}
+  addr: {address}
 ",
         storage.display()
     )
