@@ -238,6 +238,20 @@ pub struct ClusterStatus {
     /// The skipped nodes with their reasons (at most 20 listed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedNode>,
+    /// Who writes this mesh's Peers on the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_writer: Option<PeerWriter>,
+}
+
+/// Who writes a mesh's Peers on one of its clusters.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerWriter {
+    /// This ClusterMesh's operator.
+    ThisOperator,
+    /// The cluster's own operator of the same mesh: with `peerPlacement:
+    /// LocalCluster`, or on a hub once that operator took the cluster's
+    /// Peers over (docs/topologies.md).
+    OwnOperator,
 }
 
 /// A node that was not peered, and why.

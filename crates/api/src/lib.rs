@@ -17,7 +17,7 @@ mod peer;
 
 pub use cluster_mesh::{
     CLEANUP_FINALIZER, ClusterEntry, ClusterMesh, ClusterMeshSpec, ClusterMeshStatus,
-    ClusterStatus, PeerPlacement, SecretKeyRef, SkippedNode,
+    ClusterStatus, PeerPlacement, PeerWriter, SecretKeyRef, SkippedNode,
 };
 pub use dns::{is_dns1123_label, is_dns1123_subdomain};
 pub use peer::{DnsOrIp, InvalidKey, InvalidPeer, Peer, PeerEndpoint, PeerSpec, WireGuardKey};

@@ -11,7 +11,9 @@
 //! - a cluster that could not be read keeps its Peers everywhere;
 //! - no range leaves a cluster's declared CIDRs, and a range that overlaps
 //!   another cluster's is advertised by neither;
-//! - a Peer that this mesh does not own is never touched.
+//! - a Peer that this mesh does not own is never touched; one another
+//!   operator of the same mesh wrote is taken over only as `writers`
+//!   says.
 
 mod anchor;
 mod cidr;
@@ -28,6 +30,7 @@ mod plan;
 mod segment;
 mod spec;
 mod status;
+mod writers;
 
 pub use cidr::covering;
 pub use condition::ConditionType;
@@ -44,8 +47,9 @@ pub use node::{
 };
 pub use observe::{ClusterView, NodeView, Observation, ObservedPeer, Unreachable};
 pub use plan::{
-    ClusterReport, ClusterWrites, DesiredPeer, PeerConflict, PeerDeletion, Plan, Report, Settings,
-    SkippedNode, applied, plan,
+    ClusterReport, ClusterWriter, ClusterWrites, DesiredPeer, PeerConflict, PeerDeletion, Plan,
+    Report, Settings, SkippedNode, applied, plan,
 };
 pub use spec::SpecError;
 pub use status::{FailingWrites, MeshCondition, conditions, status};
+pub use writers::{PEERS_ON_DELETE_ANNOTATION, RELEASED, Writer, Writers};

@@ -22,6 +22,7 @@ use crate::{
     observe::{ClusterView, Observation, ObservedPeer, Unreachable},
     segment,
     spec::{self, ClusterSpec, SpecError},
+    writers::{Writer, Writers},
 };
 
 /// Operator-wide choices that shape Peers.
@@ -76,15 +77,15 @@ impl ClusterWrites {
     }
 }
 
-/// A Peer name the mesh needs on a cluster, taken by a Peer it does not own.
+/// A Peer name the mesh needs on a cluster, taken by a Peer it may not
+/// take over.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PeerConflict {
     pub cluster: String,
     pub peer: String,
-    /// The mesh (`namespace/name`) of another kilo-clustermesh-operator that
-    /// wrote it: another hub, or that cluster's own operator in a
-    /// decentralized mesh. `None` for a Peer made otherwise.
-    pub writer: Option<String>,
+    /// Who wrote the Peer in the way: another mesh, a second hub of this
+    /// one, or not a kilo-clustermesh-operator.
+    pub writer: Writer,
 }
 
 /// A node that is not peered, and why.
@@ -106,11 +107,28 @@ pub struct ClusterReport {
     pub registered_peers: usize,
     pub skipped: Vec<SkippedNode>,
     pub anchor: Option<String>,
+    /// Who writes the mesh's Peers on the cluster.
+    pub writer: ClusterWriter,
+}
+
+/// Who writes a mesh's Peers on one of its clusters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClusterWriter {
+    /// This mesh's operator.
+    #[default]
+    ThisOperator,
+    /// The cluster's own operator: the mesh's placement is `LocalCluster`.
+    OwnOperator,
+    /// The cluster's own operator of the mesh took its Peers over from this
+    /// hub (on the way to a decentralized mesh).
+    OwnOperatorTookOver,
 }
 
 /// Everything the status and the Events are made from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
+    /// The cluster this mesh's operator writes from (its `local` entry).
+    pub local_cluster: String,
     pub spec_errors: Vec<SpecError>,
     pub conflicts: Vec<Conflict>,
     pub peer_conflicts: Vec<PeerConflict>,
@@ -167,11 +185,16 @@ pub fn plan(
                         registered_peers: 0,
                         skipped: vec![],
                         anchor: None,
+                        writer: match spec.writes_on(entry) {
+                            true => ClusterWriter::ThisOperator,
+                            false => ClusterWriter::OwnOperator,
+                        },
                     }
                 })
                 .collect();
             return Plan {
                 report: Report {
+                    local_cluster: identity.hub_cluster.clone(),
                     spec_errors,
                     clusters,
                     ..Report::default()
@@ -183,14 +206,43 @@ pub fn plan(
     let (conflicts, blocked) = conflict::find(&clusters);
     let mesh_label = identity.label_value();
     let mesh = mesh_label.as_str();
-    let owned = |peer: &&ObservedPeer| peer.labels.get(MESH_LABEL).is_some_and(|m| m == mesh);
+    let writers = Writers::new(identity, clusters.iter().map(|c| c.name.as_str()));
+    // The Peers this mesh keeps on `target`: its own, released ones of the
+    // mesh, and on its own cluster those another operator of the mesh wrote
+    // there (a hub, before the mesh went decentralized): taken over in place.
+    let keeps = |target: &str, peer: &ObservedPeer| match writers.of(peer) {
+        Writer::This | Writer::Released => true,
+        Writer::Sibling(_) => target == identity.hub_cluster,
+        Writer::OtherMesh { .. } | Writer::Unmanaged => false,
+    };
+    let keeps = &keeps;
+    // A cluster whose own operator of this mesh writes its Peers is left to
+    // it: always with `LocalCluster` placement; from a hub once that
+    // operator has taken the cluster's Peers over.
+    let writer = |target: &ClusterSpec| {
+        let writes_itself = |view: &ClusterView| {
+            let own = Writer::Sibling(target.name.clone());
+            view.peers.iter().any(|p| writers.of(p) == own)
+        };
+        if target.local {
+            ClusterWriter::ThisOperator
+        } else if spec.peer_placement == PeerPlacement::LocalCluster {
+            ClusterWriter::OwnOperator
+        } else if observation(&target.name).view().is_some_and(writes_itself) {
+            ClusterWriter::OwnOperatorTookOver
+        } else {
+            ClusterWriter::ThisOperator
+        }
+    };
 
-    // Every Peer of this mesh on a readable cluster, for the anchor's
+    // Every Peer this mesh keeps on a readable cluster, for the anchor's
     // stickiness and for counting unreachable clusters' Peers.
     let owned_peers: Vec<&ObservedPeer> = clusters
         .iter()
         .filter_map(|c| match observation(&c.name) {
-            Observation::Observed(view) => Some(view.peers.iter().filter(owned)),
+            Observation::Observed(view) => {
+                Some(view.peers.iter().filter(move |p| keeps(&c.name, p)))
+            }
             Observation::Unreachable { .. } => None,
         })
         .flatten()
@@ -236,6 +288,7 @@ pub fn plan(
             skipped.remove(&cluster.name).unwrap_or_default(),
             &blocked,
             &owned_peers,
+            writer(cluster),
         );
         sources.insert(cluster.name.clone(), source);
         reports.push(report);
@@ -273,11 +326,10 @@ pub fn plan(
     let mut desired = BTreeMap::new();
     let mut writes = BTreeMap::new();
     let mut peer_conflicts = Vec::new();
-    // With `LocalCluster` placement, this mesh's operator writes only on its
-    // own cluster; each other cluster's operator writes there.
-    let written =
-        |target: &ClusterSpec| spec.peer_placement == PeerPlacement::AllClusters || target.local;
-    for target in clusters.iter().filter(|target| written(target)) {
+    for target in clusters
+        .iter()
+        .filter(|target| writer(target) == ClusterWriter::ThisOperator)
+    {
         let wanted: BTreeMap<String, Arc<DesiredPeer>> = peers_of
             .iter()
             .filter(|(source, _)| **source != target.name)
@@ -285,9 +337,12 @@ pub fn plan(
             .map(|peer| (peer.name.clone(), peer.clone()))
             .collect();
         if let Observation::Observed(view) = observation(&target.name) {
-            let (cluster_writes, conflicts) = diff(&target.name, view, &wanted, mesh, |source| {
+            let kept_source = |source: &str| {
                 clusters.iter().any(|c| c.name == source) && !observation(source).is_observed()
-            });
+            };
+            let keeps = |peer: &ObservedPeer| keeps(&target.name, peer);
+            let (cluster_writes, conflicts) =
+                diff(&target.name, view, &wanted, &writers, keeps, kept_source);
             peer_conflicts.extend(conflicts);
             if !cluster_writes.is_empty() {
                 writes.insert(target.name.clone(), cluster_writes);
@@ -309,6 +364,7 @@ pub fn plan(
         writes,
         recheck_at,
         report: Report {
+            local_cluster: identity.hub_cluster.clone(),
             spec_errors: vec![],
             conflicts,
             peer_conflicts,
@@ -385,6 +441,7 @@ fn source(
     skipped: Vec<SkippedNode>,
     blocked: &BTreeSet<(String, IpNet)>,
     owned_peers: &[&ObservedPeer],
+    writer: ClusterWriter,
 ) -> (Source, ClusterReport) {
     let nodes = observation.view().map_or(0, |view| view.nodes.len());
     let of_cluster: Vec<&&ObservedPeer> = owned_peers
@@ -434,6 +491,7 @@ fn source(
         registered_peers,
         skipped,
         anchor: anchor.clone(),
+        writer,
     };
     (
         Source {
@@ -493,37 +551,29 @@ fn desired_peer(
     }
 }
 
-/// The writes that turn what `target` holds into `wanted`. Owned Peers of a
-/// source that could not be read (`kept_source`) are left as they are.
+/// The writes that turn what `target` holds into `wanted`. The Peers the
+/// mesh `keeps` there are changed in place or deleted, but those of a source
+/// that could not be read (`kept_source`), which are left as they are; any
+/// other Peer in the way is a conflict.
 fn diff(
     target: &str,
     view: &ClusterView,
     wanted: &BTreeMap<String, Arc<DesiredPeer>>,
-    mesh: &str,
+    writers: &Writers,
+    keeps: impl Fn(&ObservedPeer) -> bool,
     kept_source: impl Fn(&str) -> bool,
 ) -> (ClusterWrites, Vec<PeerConflict>) {
     let observed: BTreeMap<&str, &ObservedPeer> =
         view.peers.iter().map(|p| (p.name.as_str(), p)).collect();
-    let is_owned = |peer: &ObservedPeer| peer.labels.get(MESH_LABEL).is_some_and(|m| m == mesh);
     let mut writes = ClusterWrites::default();
     let mut conflicts = Vec::new();
     for (name, peer) in wanted {
         match observed.get(name.as_str()) {
-            Some(existing) if !is_owned(existing) => {
-                let ours = existing
-                    .labels
-                    .get(MANAGED_BY_LABEL)
-                    .is_some_and(|m| m == MANAGED_BY);
+            Some(existing) if !keeps(existing) => {
                 conflicts.push(PeerConflict {
                     cluster: target.to_owned(),
                     peer: name.clone(),
-                    writer: ours.then(|| {
-                        existing
-                            .annotations
-                            .get(MESH_ANNOTATION)
-                            .cloned()
-                            .unwrap_or_default()
-                    }),
+                    writer: writers.of(existing),
                 });
             }
             Some(existing) if matches(existing, peer) => {}
@@ -533,7 +583,7 @@ fn diff(
     for peer in view
         .peers
         .iter()
-        .filter(|p| is_owned(p) && !wanted.contains_key(&p.name))
+        .filter(|p| keeps(p) && !wanted.contains_key(&p.name))
     {
         let source = peer
             .labels

@@ -3,9 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use api::{ClusterMeshStatus, ClusterStatus, SkippedNode as SkippedNodeStatus};
+use api::{ClusterMeshStatus, ClusterStatus, PeerWriter, SkippedNode as SkippedNodeStatus};
 
-use crate::{condition::ConditionType, observe::Unreachable, plan::Report};
+use crate::{
+    condition::ConditionType,
+    observe::Unreachable,
+    plan::{ClusterWriter, PeerConflict, Report},
+    writers::Writer,
+};
 
 /// Most skipped nodes listed per cluster in the status.
 pub const SKIPPED_LISTED: usize = 20;
@@ -56,6 +61,9 @@ pub fn status(report: &Report, failing_writes: &FailingWrites) -> ClusterMeshSta
                 failing_writes
                     .get(&c.name)
                     .map(|why| describe_failing_writes(why))
+                    .or_else(|| {
+                        (c.writer == ClusterWriter::OwnOperatorTookOver).then(|| TOOK_OVER.into())
+                    })
             }),
             skipped: c
                 .skipped
@@ -67,6 +75,12 @@ pub fn status(report: &Report, failing_writes: &FailingWrites) -> ClusterMeshSta
                     message: s.reason.message(&c.name, &s.name),
                 })
                 .collect(),
+            peer_writer: Some(match c.writer {
+                ClusterWriter::ThisOperator => PeerWriter::ThisOperator,
+                ClusterWriter::OwnOperator | ClusterWriter::OwnOperatorTookOver => {
+                    PeerWriter::OwnOperator
+                }
+            }),
             ..ClusterStatus::default()
         })
         .collect();
@@ -79,6 +93,11 @@ pub fn status(report: &Report, failing_writes: &FailingWrites) -> ClusterMeshSta
     }
 }
 
+/// The message of a hub's cluster whose own operator took its Peers over.
+const TOOK_OVER: &str = "the cluster's own operator of this mesh took its Peers over and keeps \
+    them; this operator only reads it now (to finish moving to a decentralized mesh, set \
+    spec.peerPlacement: LocalCluster here; docs/topologies.md)";
+
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -88,6 +107,43 @@ fn describe(cause: &Unreachable) -> String {
         Unreachable::Credentials(why) => format!("credentials: {why}"),
         Unreachable::Connection(why) => format!("unreachable, last known Peers kept: {why}"),
         Unreachable::Syncing => "not listed yet".to_owned(),
+    }
+}
+
+/// A Peer in the mesh's way, naming both writers and what to do.
+fn peer_conflict(conflict: &PeerConflict, local: &str) -> String {
+    let PeerConflict {
+        cluster,
+        peer,
+        writer,
+    } = conflict;
+    let this = format!("this mesh, written from cluster {local}");
+    match writer {
+        Writer::Sibling(from) => format!(
+            "Peer {peer} on cluster {cluster} is written by this mesh's operator on cluster {from} \
+             as well as by {this}: two hubs of one mesh; set spec.peerPlacement: LocalCluster on \
+             one of them"
+        ),
+        Writer::OtherMesh {
+            mesh,
+            cluster: Some(from),
+        } => format!(
+            "Peer {peer} on cluster {cluster} is written by mesh {mesh}, from cluster {from}, and \
+             wanted by {this}: only one mesh may write a cluster's Peers for a node; take cluster \
+             {cluster} out of one of them"
+        ),
+        Writer::OtherMesh {
+            mesh,
+            cluster: None,
+        } => format!(
+            "Peer {peer} on cluster {cluster} is written by mesh {mesh} of another \
+             kilo-clustermesh-operator, and wanted by {this}: only one mesh may write a cluster's \
+             Peers for a node; take cluster {cluster} out of one of them"
+        ),
+        Writer::This | Writer::Released | Writer::Unmanaged => format!(
+            "Peer {peer} on cluster {cluster} exists and was not written by a \
+             kilo-clustermesh-operator; rename or delete it"
+        ),
     }
 }
 
@@ -148,20 +204,9 @@ pub fn conditions(report: &Report, failing_writes: &FailingWrites) -> Vec<MeshCo
             report
                 .peer_conflicts
                 .iter()
-                .map(|p| match &p.writer {
-                    Some(mesh) => format!(
-                        "Peer {} on cluster {} is written by another operator's mesh {mesh} \
-                         (another hub, or that cluster's own operator in a decentralized mesh: \
-                         only one may write a cluster's Peers for a node)",
-                        p.peer, p.cluster
-                    ),
-                    None => format!(
-                        "Peer {} on cluster {} exists and is not this mesh's",
-                        p.peer, p.cluster
-                    ),
-                })
+                .map(|p| peer_conflict(p, &report.local_cluster))
                 .collect(),
-            "rename or delete it; it is left untouched",
+            "neither writer touches the other's Peer",
         ),
     ];
     let listing = |(type_, items, consequence): (ConditionType, Vec<String>, &str)| {

@@ -231,46 +231,6 @@ fn another_meshs_peers_are_never_touched() {
 }
 
 #[test]
-fn a_second_writer_of_the_same_peers_is_named_and_neither_deletes_the_other() {
-    let mut observations = fresh(1);
-    // Another hub (or c's own operator) already wrote a.node-0 on c.
-    let mut theirs = {
-        let mut world = fresh(1);
-        converge(&spec(), &mut world);
-        peers(&world, "c")
-            .into_iter()
-            .find(|p| p.name == "a.node-0")
-            .unwrap()
-            .clone()
-    };
-    theirs
-        .labels
-        .insert(MESH_LABEL.into(), "m-another-hub".into());
-    theirs.annotations.insert(
-        "kilo-clustermesh.io/mesh-name".into(),
-        "kilo-system/mesh".into(),
-    );
-    view_mut(&mut observations, "c").peers.push(theirs);
-    let plan = converge(&spec(), &mut observations);
-    assert!(
-        peers(&observations, "c")
-            .iter()
-            .any(|p| p.labels[MESH_LABEL] == "m-another-hub")
-    );
-    let conflict = conditions(&plan.report, &no_failures())
-        .into_iter()
-        .find(|c| c.type_ == ConditionType::PeerConflict)
-        .unwrap();
-    assert!(
-        conflict.message.contains(
-            "Peer a.node-0 on cluster c is written by another operator's mesh kilo-system/mesh"
-        ),
-        "{}",
-        conflict.message
-    );
-}
-
-#[test]
 fn a_spec_error_plans_no_write_at_all() {
     let mut observations = fresh(2);
     converge(&spec(), &mut observations);

@@ -87,35 +87,92 @@ pub async fn write_peers(
     Ok(count)
 }
 
-/// Deletes every Peer on the cluster that carries `selector` (this mesh's
-/// label). Returns how many were deleted.
-pub async fn delete_labelled_peers(
+/// What a mesh's deletion does to its Peers: the ClusterMesh's
+/// `kilo-clustermesh.io/peers-on-delete` annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDelete {
+    /// Delete them (the default).
+    Delete,
+    /// Leave them in place, labelled released, for another operator of the
+    /// same mesh to take over (docs/topologies.md).
+    Release,
+}
+
+impl OnDelete {
+    /// The policy an annotation value names; an error message naming the
+    /// annotation and its values for anything else.
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            None | Some("delete") => Ok(Self::Delete),
+            Some("release") => Ok(Self::Release),
+            Some(other) => Err(format!(
+                "annotation {}: {other:?} is neither \"delete\" nor \"release\"; fix it, the Peers \
+                 are kept until then",
+                mesh::PEERS_ON_DELETE_ANNOTATION
+            )),
+        }
+    }
+}
+
+/// Deletes, or with [`OnDelete::Release`] releases, every Peer on the
+/// cluster that carries `selector` (this mesh's label). Returns how many.
+pub async fn remove_labelled_peers(
     client: &Client,
     cluster: &str,
     selector: &str,
+    on_delete: OnDelete,
     concurrency: usize,
 ) -> Result<usize, WriteError> {
     let api = Api::<Peer>::all(client.clone());
-    let fail = |source| WriteError {
-        cluster: cluster.to_owned(),
-        peer: format!("(all with {selector})"),
-        source,
+    let fail = |peer: String| {
+        move |source| WriteError {
+            cluster: cluster.to_owned(),
+            peer,
+            source,
+        }
     };
     let peers = api
         .list_metadata(&ListParams::default().labels(selector))
         .await
-        .map_err(fail)?;
-    let deletions = peers
-        .items
-        .into_iter()
-        .map(|peer| PeerDeletion {
-            name: peer.name_any(),
-            uid: peer.metadata.uid,
-            resource_version: None,
-        })
-        .collect::<Vec<_>>();
-    let count = deletions.len();
-    write_peers(client, cluster, Vec::new(), deletions, concurrency).await?;
+        .map_err(fail(format!("(all with {selector})")))?;
+    let count = peers.items.len();
+    match on_delete {
+        OnDelete::Delete => {
+            let deletions = peers
+                .items
+                .into_iter()
+                .map(|peer| PeerDeletion {
+                    name: peer.name_any(),
+                    uid: peer.metadata.uid,
+                    resource_version: None,
+                })
+                .collect();
+            write_peers(client, cluster, Vec::new(), deletions, concurrency).await?;
+        }
+        OnDelete::Release => {
+            // Only the label changes: the Peer, and the routes Kilo built
+            // from it, stay as they are.
+            let patch = serde_json::json!({
+                "metadata": {"labels": {mesh::MESH_LABEL: mesh::RELEASED}}
+            });
+            let params = PatchParams::default();
+            stream::iter(peers.items)
+                .map(|peer| {
+                    let (api, patch, params) = (&api, &patch, &params);
+                    async move {
+                        let name = peer.name_any();
+                        match api.patch(&name, params, &Patch::Merge(patch)).await {
+                            Ok(_) => Ok(()),
+                            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                            Err(source) => Err(fail(name)(source)),
+                        }
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .try_collect::<()>()
+                .await?;
+        }
+    }
     Ok(count)
 }
 

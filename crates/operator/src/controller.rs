@@ -111,6 +111,8 @@ pub enum Error {
     Annotations { mesh: String, source: kube::Error },
     #[error("removing the Peers of ClusterMesh {mesh} from {clusters}: will retry")]
     Cleanup { mesh: String, clusters: String },
+    #[error("ClusterMesh {mesh} is being deleted, but {why}")]
+    CleanupPolicy { mesh: String, why: String },
     #[error(transparent)]
     Fenced(#[from] Fenced),
     #[error("finalizer: {0}")]
@@ -125,6 +127,7 @@ impl Error {
             Self::Status { .. } => "StatusWrite",
             Self::Annotations { .. } => "AnnotationsWrite",
             Self::Cleanup { .. } => "Cleanup",
+            Self::CleanupPolicy { .. } => "CleanupPolicy",
             Self::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.metric_label()
@@ -807,6 +810,27 @@ impl Context {
         let mesh_ref = ObjectRef::from_obj(mesh);
         // Nothing the mesh's writers still send may land after the removal.
         self.writers.stop(&mesh_ref).await;
+        let on_delete = match apply::OnDelete::parse(
+            mesh.annotations()
+                .get(mesh::PEERS_ON_DELETE_ANNOTATION)
+                .map(String::as_str),
+        ) {
+            Ok(on_delete) => on_delete,
+            Err(why) => {
+                self.publish(
+                    mesh,
+                    EventType::Warning,
+                    "CleanupRefused",
+                    why.clone(),
+                    "Cleanup",
+                )
+                .await;
+                return Err(Error::CleanupPolicy {
+                    mesh: mesh_ref.to_string(),
+                    why,
+                });
+            }
+        };
         let namespace = mesh.namespace().unwrap_or_default();
         let selector = observe::identity(mesh).selector();
         let deleting_for = mesh
@@ -829,10 +853,11 @@ impl Context {
                     continue;
                 }
             };
-            match apply::delete_labelled_peers(
+            match apply::remove_labelled_peers(
                 &client,
                 &entry.name,
                 &selector,
+                on_delete,
                 self.settings.write_concurrency,
             )
             .await

@@ -276,11 +276,15 @@ impl Writers {
             let fence = self.fence.clone();
             attempt.task = Some(tokio::spawn(async move {
                 let result = match fence.check().await {
-                    Ok(()) => {
-                        apply::delete_labelled_peers(&client, &cluster, &selector, concurrency)
-                            .await
-                            .map_err(|error| error.to_string())
-                    }
+                    Ok(()) => apply::remove_labelled_peers(
+                        &client,
+                        &cluster,
+                        &selector,
+                        apply::OnDelete::Delete,
+                        concurrency,
+                    )
+                    .await
+                    .map_err(|error| error.to_string()),
                     Err(fenced) => Err(fenced.to_string()),
                 };
                 let _ = trigger.send(mesh);

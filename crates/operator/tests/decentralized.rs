@@ -10,9 +10,16 @@ mod common;
 
 use std::time::Duration;
 
-use api::{ClusterMesh, ClusterMeshSpec, PeerPlacement};
+use std::collections::BTreeMap;
+
+use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, PeerPlacement, PeerWriter};
 use common::*;
 use kube::{Api, api::PostParams};
+use kube::{
+    ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use mesh::{MESH_LABEL, MeshIdentity, PEERS_ON_DELETE_ANNOTATION};
 use testkit::ControlPlane;
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -21,6 +28,14 @@ const NAMES: [&str; 3] = ["a", "b", "c"];
 /// Each cluster's ClusterMesh: itself local, the others read through their
 /// read-only Secrets.
 async fn decentralized_mesh(planes: &[ControlPlane]) {
+    for h in 0..NAMES.len() {
+        own_mesh(planes, h).await;
+    }
+}
+
+/// Cluster `h`'s own ClusterMesh, `LocalCluster`, reading the others through
+/// read-only Secrets made by `connect --read-only`.
+async fn own_mesh(planes: &[ControlPlane], h: usize) {
     let dir = tempfile::tempdir().unwrap();
     let contexts: Vec<(&str, &str)> = NAMES
         .iter()
@@ -28,46 +43,49 @@ async fn decentralized_mesh(planes: &[ControlPlane]) {
         .map(|(name, plane)| (*name, plane.admin_kubeconfig()))
         .collect();
     let config = contexts_file(dir.path(), &contexts);
-    for (h, hub) in NAMES.iter().enumerate() {
-        ensure_namespace(&planes[h]).await;
-        for remote in NAMES.iter().filter(|r| *r != hub) {
-            let args = [
-                "--hub-context",
-                hub,
-                "--remote-context",
-                remote,
-                "--name",
-                remote,
-                "--read-only",
-                "--service-account",
-                "kilo-clustermesh-reader",
-                "--allow-loopback-server",
-            ];
-            let output = run_binary("connect", &config, &args).await;
-            assert!(
-                output.status.success(),
-                "connect --read-only {hub} -> {remote}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let clusters = NAMES
-            .iter()
-            .enumerate()
-            .map(|(k, name)| entry(name, k as u8 + 1, k == h))
-            .collect();
-        let mut mesh = ClusterMesh::new(
-            "mesh",
-            ClusterMeshSpec {
-                clusters,
-                peer_placement: PeerPlacement::LocalCluster,
-            },
+    let hub = NAMES[h];
+    ensure_namespace(&planes[h]).await;
+    for remote in NAMES.iter().filter(|r| **r != hub) {
+        let args = [
+            "--hub-context",
+            hub,
+            "--remote-context",
+            remote,
+            "--name",
+            remote,
+            "--read-only",
+            "--service-account",
+            "kilo-clustermesh-reader",
+            "--allow-loopback-server",
+        ];
+        let output = run_binary("connect", &config, &args).await;
+        assert!(
+            output.status.success(),
+            "connect --read-only {hub} -> {remote}: {}",
+            String::from_utf8_lossy(&output.stderr)
         );
-        mesh.metadata.namespace = Some(NAMESPACE.into());
-        Api::<ClusterMesh>::namespaced(planes[h].admin_client(), NAMESPACE)
-            .create(&PostParams::default(), &mesh)
-            .await
-            .unwrap();
     }
+    let mut mesh = ClusterMesh::new(
+        "mesh",
+        ClusterMeshSpec {
+            clusters: entries(h),
+            peer_placement: PeerPlacement::LocalCluster,
+        },
+    );
+    mesh.metadata.namespace = Some(NAMESPACE.into());
+    Api::<ClusterMesh>::namespaced(planes[h].admin_client(), NAMESPACE)
+        .create(&PostParams::default(), &mesh)
+        .await
+        .unwrap();
+}
+
+/// The three clusters' entries, `local` the one at index `local`.
+fn entries(local: usize) -> Vec<ClusterEntry> {
+    NAMES
+        .iter()
+        .enumerate()
+        .map(|(k, name)| entry(name, k as u8 + 1, k == local))
+        .collect()
 }
 
 fn others(cluster: usize, nodes: &[&str]) -> Vec<String> {
@@ -128,5 +146,180 @@ async fn three_operators_each_write_only_their_own_cluster_and_one_stopping_cost
     .await;
     // Nobody else writes on b: its Peers stay as its operator left them.
     assert_eq!(peer_names(&planes[1]).await, others(1, &["node-0"]));
+    drop(operators);
+}
+
+/// Every Peer of every cluster, `cluster/name` → uid: a Peer handed over
+/// keeps its uid, one deleted and made again does not.
+async fn peer_uids(planes: &[ControlPlane]) -> BTreeMap<String, String> {
+    let mut uids = BTreeMap::new();
+    for (name, plane) in NAMES.iter().zip(planes) {
+        for (peer, object) in peers(plane).await {
+            uids.insert(format!("{name}/{peer}"), object.uid().unwrap());
+        }
+    }
+    uids
+}
+
+/// Whether every Peer on cluster `k` carries the mesh label its own
+/// operator writes.
+async fn written_by_own_operator(planes: &[ControlPlane], k: usize) -> bool {
+    written_by(planes, k, k).await
+}
+
+/// Whether every Peer on cluster `k` carries the mesh label the operator on
+/// cluster `writer` writes.
+async fn written_by(planes: &[ControlPlane], k: usize, writer: usize) -> bool {
+    let own = MeshIdentity {
+        hub_cluster: NAMES[writer].into(),
+        namespace: NAMESPACE.into(),
+        name: "mesh".into(),
+    }
+    .label_value();
+    let peers = peers(&planes[k]).await;
+    !peers.is_empty()
+        && peers
+            .values()
+            .all(|p| p.labels().get(MESH_LABEL) == Some(&own))
+}
+
+async fn set_placement(plane: &ControlPlane, placement: PeerPlacement) {
+    let patch = serde_json::json!({"spec": {"peerPlacement": placement}});
+    Api::<ClusterMesh>::namespaced(plane.admin_client(), NAMESPACE)
+        .patch("mesh", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// Who the hub's status says writes each cluster's Peers, and whether it
+/// is Ready without a PeerConflict.
+async fn hub_says(plane: &ControlPlane, writers: [PeerWriter; 3]) -> bool {
+    let status = mesh_status(plane, "mesh").await;
+    let said: Vec<Option<PeerWriter>> = status.clusters.iter().map(|c| c.peer_writer).collect();
+    said == writers.map(Some)
+        && condition(&status, "Ready").is_some_and(|c| c.status == "True")
+        && condition(&status, "PeerConflict").is_some_and(|c| c.status == "False")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_mesh_moves_to_decentralized_and_back_handing_every_peer_over_in_place() {
+    use PeerWriter::{OwnOperator, ThisOperator};
+    let planes = ControlPlane::start_many(3).await.unwrap();
+    for (k, plane) in planes.iter().enumerate() {
+        create_node(plane, &kilo_node(k as u8 + 1, 0)).await;
+    }
+    connect(&planes[0], &planes[1], "b").await;
+    connect(&planes[0], &planes[2], "c").await;
+    create_mesh(&planes[0], "mesh", entries(0)).await;
+    let mut operators = vec![Some(start_operator(&planes[0])), None, None];
+    for (k, plane) in planes.iter().enumerate() {
+        eventually(
+            &format!("the hub's Peers on {}", NAMES[k]),
+            CONVERGE,
+            || async { peer_names(plane).await == others(k, &["node-0"]) },
+        )
+        .await;
+    }
+    let uids = peer_uids(&planes).await;
+
+    // To decentralized: b and c get their own operators while the hub runs;
+    // each takes its cluster's Peers over, and the hub steps back.
+    for h in [1, 2] {
+        own_mesh(&planes, h).await;
+        operators[h] = Some(start_operator(&planes[h]));
+    }
+    for h in [1, 2] {
+        let what = format!("{}'s own operator took its Peers over", NAMES[h]);
+        eventually(&what, CONVERGE, || written_by_own_operator(&planes, h)).await;
+    }
+    let took_over = [ThisOperator, OwnOperator, OwnOperator];
+    eventually("the hub says b and c write themselves", CONVERGE, || {
+        hub_says(&planes[0], took_over)
+    })
+    .await;
+    set_placement(&planes[0], PeerPlacement::LocalCluster).await;
+    create_node(&planes[0], &kilo_node(1, 1)).await;
+    for k in [1, 2] {
+        eventually(
+            &format!("a's new node on {}", NAMES[k]),
+            CONVERGE,
+            || async {
+                peer_names(&planes[k])
+                    .await
+                    .contains(&"a.node-1".to_owned())
+            },
+        )
+        .await;
+        assert!(written_by_own_operator(&planes, k).await);
+    }
+    let now = peer_uids(&planes).await;
+    for (peer, uid) in &uids {
+        assert_eq!(now.get(peer), Some(uid), "{peer} was made again");
+    }
+
+    // And back to a hub on a: b and c release their Peers as their meshes
+    // are deleted, and the hub takes them over.
+    set_placement(&planes[0], PeerPlacement::AllClusters).await;
+    eventually(
+        "the hub leaves b and c to their operators",
+        CONVERGE,
+        || hub_says(&planes[0], took_over),
+    )
+    .await;
+    let uids = peer_uids(&planes).await;
+    for h in [1, 2] {
+        let meshes = Api::<ClusterMesh>::namespaced(planes[h].admin_client(), NAMESPACE);
+        let release = serde_json::json!({"metadata": {"annotations": {PEERS_ON_DELETE_ANNOTATION: "release"}}});
+        meshes
+            .patch("mesh", &PatchParams::default(), &Patch::Merge(&release))
+            .await
+            .unwrap();
+        meshes
+            .delete("mesh", &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually(&format!("{}'s mesh gone", NAMES[h]), CONVERGE, || async {
+            meshes.get_opt("mesh").await.unwrap().is_none()
+        })
+        .await;
+        operators[h] = None;
+    }
+    eventually("the hub writes every cluster again", CONVERGE, || {
+        hub_says(&planes[0], [ThisOperator; 3])
+    })
+    .await;
+    for k in [1, 2] {
+        assert!(
+            written_by(&planes, k, 0).await,
+            "the hub's label on {}",
+            NAMES[k]
+        );
+    }
+    create_node(&planes[1], &kilo_node(2, 1)).await;
+    for k in [0, 2] {
+        eventually(
+            &format!("b's new node on {}", NAMES[k]),
+            CONVERGE,
+            || async {
+                peer_names(&planes[k])
+                    .await
+                    .contains(&"b.node-1".to_owned())
+            },
+        )
+        .await;
+    }
+    let now = peer_uids(&planes).await;
+    for (peer, uid) in &uids {
+        assert_eq!(now.get(peer), Some(uid), "{peer} was made again");
+    }
+    for plane in &planes {
+        let deletes: Vec<_> = plane
+            .audited_writes()
+            .unwrap()
+            .into_iter()
+            .filter(|w| w.resource == "peers" && w.verb == "delete")
+            .collect();
+        assert!(deletes.is_empty(), "{}: {deletes:?}", plane.name());
+    }
     drop(operators);
 }

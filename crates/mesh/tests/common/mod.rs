@@ -4,15 +4,21 @@
 use std::collections::BTreeMap;
 
 pub use api::fixtures::{cluster_entry as cluster, wireguard_key as key};
-use api::{ClusterMeshSpec, fixtures::kilo_annotations};
+use api::{ClusterMeshSpec, PeerPlacement, fixtures::kilo_annotations};
 use mesh::{
     ClusterView, Liveness, MeshIdentity, NodeView, Observation, ObservedPeer, Plan, Settings,
     applied, plan,
 };
 
 pub fn identity() -> MeshIdentity {
+    identity_of("a")
+}
+
+/// The identity of mesh kilo-system/mesh as seen from its operator on
+/// `local`.
+pub fn identity_of(local: &str) -> MeshIdentity {
     MeshIdentity {
-        hub_cluster: "a".into(),
+        hub_cluster: local.into(),
         namespace: "kilo-system".into(),
         name: "mesh".into(),
     }
@@ -41,6 +47,18 @@ pub fn spec() -> ClusterMeshSpec {
             cluster("c", 3, false),
         ],
         ..Default::default()
+    }
+}
+
+/// Clusters a, b and c as the ClusterMesh on `local` names them, with
+/// `placement`.
+pub fn spec_on(local: &str, placement: PeerPlacement) -> ClusterMeshSpec {
+    ClusterMeshSpec {
+        clusters: [("a", 1), ("b", 2), ("c", 3)]
+            .into_iter()
+            .map(|(name, k)| cluster(name, k, name == local))
+            .collect(),
+        peer_placement: placement,
     }
 }
 
@@ -81,8 +99,17 @@ pub fn apply(observations: &mut BTreeMap<String, Observation>, plan: &Plan) {
 
 /// Plans and applies until nothing is left to write (at most 5 passes).
 pub fn converge(spec: &ClusterMeshSpec, observations: &mut BTreeMap<String, Observation>) -> Plan {
+    converge_as(&identity(), spec, observations)
+}
+
+/// [`converge`] for the operator of mesh `identity`.
+pub fn converge_as(
+    identity: &MeshIdentity,
+    spec: &ClusterMeshSpec,
+    observations: &mut BTreeMap<String, Observation>,
+) -> Plan {
     for _ in 0..5 {
-        let plan = plan(spec, &identity(), &settings(), observations);
+        let plan = plan(spec, identity, &settings(), observations);
         if plan.writes.is_empty() {
             return plan;
         }
