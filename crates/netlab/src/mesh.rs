@@ -5,6 +5,7 @@
 //! end-to-end test.
 
 use std::{
+    collections::BTreeMap,
     net::TcpListener,
     path::{Path, PathBuf},
     process::Stdio,
@@ -36,10 +37,11 @@ pub const SERVICE_NODE: &str = "node-2";
 /// A running meshed lab.
 pub struct Mesh {
     // Dropped in this order: the operators, the lab's processes, the control planes.
-    /// The hub's operator (cluster-a's, in a decentralized mesh).
+    /// The hub's operator (cluster-a's own, in a decentralized mesh).
     pub operator: Option<Operator>,
-    /// In a decentralized mesh, the other clusters' own operators.
-    pub local_operators: Vec<Operator>,
+    /// In a decentralized mesh, the other clusters' own operators, by
+    /// cluster.
+    pub local_operators: BTreeMap<String, Operator>,
     pub lab: Lab,
     pub planes: Vec<ControlPlane>,
     /// The user's kubeconfig: one admin context per cluster.
@@ -65,9 +67,6 @@ const CHECK_IN_GRACE: &str = "0s";
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub clusters: [(Granularity, Vec<NodeOptions>); 3],
-    /// An operator on the hub writing every cluster's Peers, or one on
-    /// every cluster writing its own (docs/topologies.md).
-    pub decentralized: bool,
 }
 
 impl Layout {
@@ -77,17 +76,6 @@ impl Layout {
         let two = || (Granularity::Full, vec![NodeOptions::default(); 2]);
         Self {
             clusters: [two(), two(), two()],
-            decentralized: false,
-        }
-    }
-
-    /// [`Layout::full`] with an operator on every cluster, each writing only
-    /// its own cluster's Peers and reading the others through
-    /// `connect --read-only` (`peerPlacement: LocalCluster`).
-    pub fn decentralized() -> Self {
-        Self {
-            decentralized: true,
-            ..Self::full()
         }
     }
 
@@ -114,7 +102,6 @@ impl Layout {
                     vec![NodeOptions::in_region("zone-1"); 2],
                 ),
             ],
-            decentralized: false,
         }
     }
 }
@@ -146,7 +133,7 @@ impl Mesh {
             );
         }
         let kubectl = testkit::tool("kubectl").context("kubectl")?;
-        let plans: Vec<ClusterPlan> = (1..=3).map(ClusterPlan::new).collect();
+        let plans = cluster_plans();
 
         say("starting 3 control planes (etcd + kube-apiserver each)");
         let planes: Vec<ControlPlane> =
@@ -203,36 +190,18 @@ impl Mesh {
             lab,
             planes,
             operator: None,
-            local_operators: vec![],
+            local_operators: BTreeMap::new(),
             contexts,
             operator_binary,
             kubectl,
         };
-        if layout.decentralized {
-            mesh.decentralize(&plans, say).await?;
-            return Ok(mesh);
-        }
         say("the operator: kilo-clustermesh-operator run, against the hub");
         mesh.kubectl(&["--context", HUB, "create", "namespace", NAMESPACE])
             .await?;
         mesh.start_operator()?;
         for remote in plans.iter().skip(1) {
-            say(&format!(
-                "kilo-clustermesh-operator connect --hub-context {HUB} --remote-context {0} --name {0}",
-                remote.name
-            ));
             let printed = mesh
-                .operator_command(&[
-                    "connect",
-                    "--hub-context",
-                    HUB,
-                    "--remote-context",
-                    &remote.name,
-                    "--name",
-                    &remote.name,
-                    // The lab's API servers and the operator share the host's loopback.
-                    "--allow-loopback-server",
-                ])
+                .connect(HUB, &remote.name, Access::ReadWrite, say)
                 .await?;
             say(&indent(&printed));
         }
@@ -255,73 +224,173 @@ impl Mesh {
         Ok(mesh)
     }
 
-    /// An operator on every cluster, with a ClusterMesh naming it local and
+    /// Moves the hub mesh to a decentralized one, as docs/topologies.md
+    /// says: cluster-b and cluster-c get their own operators (each takes its
+    /// cluster's Peers over from the hub in place), the hub's mesh becomes
+    /// `LocalCluster`, and its write access to the others is replaced by
+    /// read-only access.
+    pub async fn decentralize(&mut self, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+        let plans = cluster_plans();
+        for local in plans.iter().skip(1) {
+            self.start_own_operator(&local.name, say).await?;
+        }
+        for plan in plans.iter().skip(1) {
+            self.wait_ready_on(&plan.name, say).await?;
+        }
+        say(&format!(
+            "kubectl --context {HUB} patch clustermesh {MESH} --type merge -p '{{\"spec\":{{\"peerPlacement\":\"LocalCluster\"}}}}'"
+        ));
+        self.set_hub_placement("LocalCluster").await?;
+        for remote in plans.iter().skip(1) {
+            self.connect(HUB, &remote.name, Access::ReadOnly, say)
+                .await?;
+            say(&format!(
+                "kubectl --context {} delete clusterrolebinding kilo-clustermesh-remote",
+                remote.name
+            ));
+            self.kubectl(&[
+                "--context",
+                &remote.name,
+                "delete",
+                "clusterrolebinding",
+                "kilo-clustermesh-remote",
+            ])
+            .await?;
+        }
+        self.wait_ready_on(HUB, say).await
+    }
+
+    /// Moves a decentralized mesh back to the hub on cluster-a: the hub
+    /// gets write access again and `AllClusters`, then each other cluster's
+    /// mesh is deleted with `peers-on-delete: release` (its operator leaves
+    /// its Peers for the hub to take over in place) and its operator goes.
+    pub async fn centralize(&mut self, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+        let plans = cluster_plans();
+        for remote in plans.iter().skip(1) {
+            self.connect(HUB, &remote.name, Access::ReadWrite, say)
+                .await?;
+        }
+        say(&format!(
+            "kubectl --context {HUB} patch clustermesh {MESH} --type merge -p '{{\"spec\":{{\"peerPlacement\":\"AllClusters\"}}}}'"
+        ));
+        self.set_hub_placement("AllClusters").await?;
+        for plan in plans.iter().skip(1) {
+            let context = ["--context", plan.name.as_str()];
+            let annotation = "kilo-clustermesh.io/peers-on-delete=release";
+            say(&format!(
+                "kubectl --context {} annotate clustermesh {MESH} {annotation} && kubectl --context {0} delete clustermesh {MESH}",
+                plan.name
+            ));
+            let annotate = ["-n", NAMESPACE, "annotate", "clustermesh", MESH, annotation];
+            self.kubectl(&[&context[..], &annotate].concat()).await?;
+            let wait = format!("--timeout={}s", READY_TIMEOUT.as_secs());
+            let delete = ["-n", NAMESPACE, "delete", "clustermesh", MESH, &wait];
+            self.kubectl(&[&context[..], &delete].concat()).await?;
+            if let Some(operator) = self.local_operators.remove(&plan.name) {
+                operator.kill().await?;
+            }
+        }
+        self.wait_ready_on(HUB, say).await
+    }
+
+    /// Cluster `local`'s own operator, with a ClusterMesh naming it local and
     /// `peerPlacement: LocalCluster`, reading the others through
-    /// `connect --read-only`; waits until each is Ready.
-    async fn decentralize(
+    /// `connect --read-only`. Started again if it was stopped.
+    pub async fn start_own_operator(
         &mut self,
-        plans: &[ClusterPlan],
+        local: &str,
         say: &dyn Fn(&str),
     ) -> anyhow::Result<()> {
-        for (index, local) in plans.iter().enumerate() {
-            say(&format!(
-                "{0}: its own operator, and read-only access to the others",
-                local.name
-            ));
-            // An earlier cluster's `connect` may have made it already.
-            let context = ["--context", local.name.as_str()];
-            if self
-                .kubectl(&[&context[..], &["get", "namespace", NAMESPACE]].concat())
-                .await
-                .is_err()
-            {
-                self.kubectl(&[&context[..], &["create", "namespace", NAMESPACE]].concat())
-                    .await?;
-            }
-            let kubeconfig = self.lab.dir().join(format!("{}.kubeconfig", local.name));
-            std::fs::write(&kubeconfig, self.planes[index].admin_kubeconfig())?;
-            let log = self.lab.dir().join(format!("operator-{}.log", local.name));
-            let operator = Operator::start(&self.operator_binary, &kubeconfig, &log)?;
-            match index {
-                0 => self.operator = Some(operator),
-                _ => self.local_operators.push(operator),
-            }
-            for remote in plans.iter().filter(|p| p.name != local.name) {
-                self.operator_command(&[
-                    "connect",
-                    "--hub-context",
-                    &local.name,
-                    "--remote-context",
-                    &remote.name,
-                    "--name",
-                    &remote.name,
-                    "--read-only",
-                    "--service-account",
-                    "kilo-clustermesh-reader",
-                    "--allow-loopback-server",
-                ])
-                .await?;
-            }
-            let manifest = self
-                .lab
-                .dir()
-                .join(format!("clustermesh-{}.yaml", local.name));
-            std::fs::write(&manifest, cluster_mesh_yaml_for(plans, &local.name, true))?;
-            let path = manifest.display().to_string();
-            self.kubectl(&["--context", &local.name, "apply", "-f", &path])
+        say(&format!(
+            "{local}: its own operator, and read-only access to the others"
+        ));
+        // The hub's `connect` may have made the namespace already.
+        let context = ["--context", local];
+        if self
+            .kubectl(&[&context[..], &["get", "namespace", NAMESPACE]].concat())
+            .await
+            .is_err()
+        {
+            self.kubectl(&[&context[..], &["create", "namespace", NAMESPACE]].concat())
                 .await?;
         }
+        let plane = self.plane(local)?;
+        let kubeconfig = self.lab.dir().join(format!("{local}.kubeconfig"));
+        std::fs::write(&kubeconfig, plane.admin_kubeconfig())?;
+        let log = self.lab.dir().join(format!("operator-{local}.log"));
+        let operator = Operator::start(&self.operator_binary, &kubeconfig, &log)?;
+        self.local_operators.insert(local.to_owned(), operator);
+        let plans = cluster_plans();
+        for remote in plans.iter().filter(|p| p.name != local) {
+            self.connect(local, &remote.name, Access::ReadOnly, say)
+                .await?;
+        }
+        let manifest = self.lab.dir().join(format!("clustermesh-{local}.yaml"));
+        std::fs::write(&manifest, cluster_mesh_yaml_for(&plans, local, true))?;
+        let path = manifest.display().to_string();
+        self.kubectl(&["--context", local, "apply", "-f", &path])
+            .await?;
+        Ok(())
+    }
+
+    /// `kilo-clustermesh-operator connect` from `hub` to `remote`; returns
+    /// what it printed.
+    async fn connect(
+        &self,
+        hub: &str,
+        remote: &str,
+        access: Access,
+        say: &dyn Fn(&str),
+    ) -> anyhow::Result<String> {
+        let mut args = vec![
+            "connect",
+            "--hub-context",
+            hub,
+            "--remote-context",
+            remote,
+            "--name",
+            remote,
+        ];
+        if access == Access::ReadOnly {
+            args.extend([
+                "--read-only",
+                "--service-account",
+                "kilo-clustermesh-reader",
+            ]);
+        }
+        say(&format!("kilo-clustermesh-operator {}", args.join(" ")));
+        // The lab's API servers and the operator share the host's loopback.
+        args.push("--allow-loopback-server");
+        self.operator_command(&args).await
+    }
+
+    async fn set_hub_placement(&self, placement: &str) -> anyhow::Result<()> {
+        let patch = format!(r#"{{"spec":{{"peerPlacement":"{placement}"}}}}"#);
+        let args = [
+            "-n",
+            NAMESPACE,
+            "patch",
+            "clustermesh",
+            MESH,
+            "--type",
+            "merge",
+            "-p",
+        ];
+        self.kubectl(&[&["--context", HUB][..], &args, &[patch.as_str()]].concat())
+            .await
+            .map(drop)
+    }
+
+    /// `status --wait` on `cluster`'s ClusterMesh, told.
+    async fn wait_ready_on(&self, cluster: &str, say: &dyn Fn(&str)) -> anyhow::Result<()> {
         let wait = format!("{}s", READY_TIMEOUT.as_secs());
-        for plan in plans {
-            let status = self
-                .operator_command(&["status", MESH, "--context", &plan.name, "--wait", &wait])
-                .await?;
-            say(&format!(
-                "kilo-clustermesh-operator status {MESH} --context {}\n{}",
-                plan.name,
-                indent(&status)
-            ));
-        }
+        let status = self
+            .operator_command(&["status", MESH, "--context", cluster, "--wait", &wait])
+            .await?;
+        say(&format!(
+            "kilo-clustermesh-operator status {MESH} --context {cluster}\n{}",
+            indent(&status)
+        ));
         Ok(())
     }
 
@@ -560,6 +629,20 @@ async fn wait_for_agents(plane: &ControlPlane, count: usize) -> anyhow::Result<(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The lab's three clusters.
+fn cluster_plans() -> Vec<ClusterPlan> {
+    (1..=3).map(ClusterPlan::new).collect()
+}
+
+/// What `connect` grants the hub on a remote.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Nodes, and Peers to write (a hub's).
+    ReadWrite,
+    /// Nodes only (`--read-only`).
+    ReadOnly,
 }
 
 /// The ClusterMesh a user writes from `connect`'s printed entries, with

@@ -1,7 +1,8 @@
 //! `make e2e`: packets across a mesh the operator configured, in the network
 //! lab (three clusters, real WireGuard, the operator binary as its own
 //! process): first three `full` clusters of two nodes through faults, then a
-//! mesh of every Kilo granularity through a location leader's failover.
+//! mesh of every Kilo granularity through a location leader's failover, then
+//! a hub mesh moved to a decentralized one and back while pods ping.
 //! Needs root. Prints its figures as JSON at the end.
 //!
 //! Each step waits at most a fixed deadline; on a failure the lab's state
@@ -16,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context;
 use api::Peer;
 use k8s_openapi::api::core::v1::Node;
 use kilo_clustermesh_netlab::{
@@ -55,15 +57,10 @@ async fn packets_cross_the_mesh_and_survive_its_faults() {
     let result = granularities(&mut mesh, &mut figures, &say).await;
     lab.end(mesh, result).await;
 
-    say("15. a third lab: decentralized, an operator on every cluster writing only its own Peers");
-    let decentralized_at = Instant::now();
-    let mut mesh = lab
-        .start("the decentralized lab", Layout::decentralized())
-        .await;
-    figures.insert(
-        "decentralized_setup_seconds",
-        decentralized_at.elapsed().as_secs_f64().into(),
-    );
+    say("15. a third lab: a hub mesh, moved to a decentralized one while pods ping across it");
+    let third = Instant::now();
+    let mut mesh = lab.start("the third lab", Layout::full()).await;
+    figures.insert("third_setup_seconds", third.elapsed().as_secs_f64().into());
     let result = decentralized(&mut mesh, &mut figures, &say).await;
     lab.end(mesh, result).await;
 
@@ -541,6 +538,22 @@ async fn decentralized(
     figures: &mut Figures,
     say: &dyn Fn(&str),
 ) -> anyhow::Result<()> {
+    let uids = peer_uids(mesh).await?;
+    let pings = Pings::start(mesh)?;
+    let moving = Instant::now();
+    mesh.decentralize(say).await?;
+    figures.insert(
+        "to_decentralized_seconds",
+        moving.elapsed().as_secs_f64().into(),
+    );
+    let loss = pings.stop().await?;
+    figures.insert("to_decentralized_ping", serde_json::to_value(&loss)?);
+    anyhow::ensure!(
+        loss.iter().all(|l| l.lost() == 0),
+        "pings lost while the mesh moved to decentralized: {loss:?}"
+    );
+    same_peers(mesh, &uids).await?;
+
     say(
         "16. every pod reaches every pod of the other clusters; each cluster holds only its own operator's Peers",
     );
@@ -551,25 +564,10 @@ async fn decentralized(
         "a pair never answered within 60 s"
     );
     check_wireguard_peers(mesh).await?;
-    let labels: BTreeSet<String> = {
-        let mut labels = BTreeSet::new();
-        for plane in &mesh.planes {
-            let peers = Api::<Peer>::all(plane.admin_client())
-                .list(&ListParams::default())
-                .await?;
-            let on_this: BTreeSet<String> = peers
-                .items
-                .iter()
-                .filter_map(|p| p.labels().get("kilo-clustermesh.io/mesh").cloned())
-                .collect();
-            anyhow::ensure!(on_this.len() == 1, "{}: Peers of {on_this:?}", plane.name());
-            labels.extend(on_this);
-        }
-        labels
-    };
+    let labels = writers(mesh).await?;
     anyhow::ensure!(
-        labels.len() == 3,
-        "three writers expected, found {labels:?}"
+        labels.len() == 3 && labels.values().all(|on_this| on_this.len() == 1),
+        "three writers, one per cluster, expected; found {labels:?}"
     );
 
     say(
@@ -581,7 +579,10 @@ async fn decentralized(
         Duration::from_millis(200),
         Duration::from_secs(60),
     )?;
-    let stopped = mesh.local_operators.remove(0);
+    let stopped = mesh
+        .local_operators
+        .remove("cluster-b")
+        .context("cluster-b's operator")?;
     stopped.kill().await?;
     mesh.lab.add_node("cluster-a", 3, 1).await?;
     let target = pod_ip(mesh, "cluster-a", "node-3");
@@ -605,7 +606,115 @@ async fn decentralized(
         loss.lost() == 0,
         "pings lost after cluster-b's operator stopped: {loss:?}"
     );
+
+    say(
+        "18. back to a hub while pods ping: cluster-b's operator back; the hub gets write access and AllClusters; b and c release their Peers as their meshes go",
+    );
+    mesh.start_own_operator("cluster-b", say).await?;
+    let uids = peer_uids(mesh).await?;
+    let pings = Pings::start(mesh)?;
+    let moving = Instant::now();
+    mesh.centralize(say).await?;
+    figures.insert("to_hub_seconds", moving.elapsed().as_secs_f64().into());
+    let loss = pings.stop().await?;
+    figures.insert("to_hub_ping", serde_json::to_value(&loss)?);
+    anyhow::ensure!(
+        loss.iter().all(|l| l.lost() == 0),
+        "pings lost while the mesh moved back to a hub: {loss:?}"
+    );
+    same_peers(mesh, &uids).await?;
+    let labels = writers(mesh).await?;
+    let hub = labels.get("cluster-a").cloned().unwrap_or_default();
+    anyhow::ensure!(
+        hub.len() == 1 && labels.values().all(|on_this| *on_this == hub),
+        "every Peer the hub's expected; found {labels:?}"
+    );
     Ok(())
+}
+
+/// Pings across the mesh while it changes hands: a pod of each cluster
+/// pings one of the next cluster's, every 200 ms.
+struct Pings(Vec<probe::ContinuousPing>);
+
+impl Pings {
+    /// How long they go on once the move is done: a late write by an
+    /// operator that has not noticed the move yet would show meanwhile.
+    const AFTER: Duration = Duration::from_secs(5);
+
+    fn start(mesh: &Mesh) -> anyhow::Result<Self> {
+        let pairs = [
+            ("kcmlab-a1-p1", "cluster-b"),
+            ("kcmlab-b1-p1", "cluster-c"),
+            ("kcmlab-c1-p1", "cluster-a"),
+        ];
+        let pings = pairs
+            .into_iter()
+            .map(|(from, to)| {
+                probe::ContinuousPing::start(
+                    from,
+                    pod_ip(mesh, to, "node-1"),
+                    Duration::from_millis(200),
+                    Duration::from_secs(300),
+                )
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self(pings))
+    }
+
+    /// Stops them after [`Pings::AFTER`] more, and counts.
+    async fn stop(self) -> anyhow::Result<Vec<probe::Loss>> {
+        tokio::time::sleep(Self::AFTER).await;
+        let mut losses = Vec::new();
+        for ping in self.0 {
+            losses.push(ping.stop().await?);
+        }
+        Ok(losses)
+    }
+}
+
+/// Every Peer of every cluster, `cluster/name` → uid.
+async fn peer_uids(mesh: &Mesh) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut uids = BTreeMap::new();
+    for plane in &mesh.planes {
+        let peers = Api::<Peer>::all(plane.admin_client())
+            .list(&ListParams::default())
+            .await?;
+        for peer in peers.items {
+            let uid = peer.uid().unwrap_or_default();
+            uids.insert(format!("{}/{}", plane.name(), peer.name_any()), uid);
+        }
+    }
+    Ok(uids)
+}
+
+/// Fails unless every Peer of `before` is still the same object: handed
+/// over, not deleted and made again.
+async fn same_peers(mesh: &Mesh, before: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let now = peer_uids(mesh).await?;
+    let changed: Vec<&String> = before
+        .iter()
+        .filter(|(peer, uid)| now.get(*peer) != Some(uid))
+        .map(|(peer, _)| peer)
+        .collect();
+    anyhow::ensure!(changed.is_empty(), "Peers made again: {changed:?}");
+    Ok(())
+}
+
+/// The mesh labels of each cluster's Peers: who wrote them.
+async fn writers(mesh: &Mesh) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+    let mut labels = BTreeMap::new();
+    for plane in &mesh.planes {
+        let peers = Api::<Peer>::all(plane.admin_client())
+            .list(&ListParams::default())
+            .await?;
+        let on_this: BTreeSet<String> = peers
+            .items
+            .iter()
+            .filter_map(|p| p.labels().get("kilo-clustermesh.io/mesh").cloned())
+            .collect();
+        labels.insert(plane.name().to_owned(), on_this);
+    }
+    Ok(labels)
 }
 
 async fn peer_names(mesh: &Mesh, cluster: &str) -> Vec<String> {

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, PeerPlacement, PeerWriter};
 use common::*;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::{Api, api::PostParams};
 use kube::{
     ResourceExt,
@@ -322,4 +323,66 @@ async fn a_hub_mesh_moves_to_decentralized_and_back_handing_every_peer_over_in_p
         assert!(deletes.is_empty(), "{}: {deletes:?}", plane.name());
     }
     drop(operators);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_revokes_its_readers_goes_stale_for_the_others_and_nothing_else_does() {
+    let planes = ControlPlane::start_many(3).await.unwrap();
+    for (k, plane) in planes.iter().enumerate() {
+        create_node(plane, &kilo_node(k as u8 + 1, 0)).await;
+    }
+    decentralized_mesh(&planes).await;
+    let _operators: Vec<Operator> = planes.iter().map(start_operator).collect();
+    for (k, plane) in planes.iter().enumerate() {
+        eventually(&format!("{}'s own Peers", NAMES[k]), CONVERGE, || async {
+            peer_names(plane).await == others(k, &["node-0"])
+        })
+        .await;
+    }
+
+    // b takes back the read access it gave a and c.
+    Api::<ClusterRoleBinding>::all(planes[1].admin_client())
+        .delete("kilo-clustermesh-remote-reader", &DeleteParams::default())
+        .await
+        .unwrap();
+    for k in [0, 2] {
+        eventually(
+            &format!("{} says b's credentials are refused", NAMES[k]),
+            CONVERGE,
+            || async {
+                let status = mesh_status(&planes[k], "mesh").await;
+                condition(&status, "CredentialsInvalid").is_some_and(|c| {
+                    c.status == "True"
+                        && c.message.contains("cluster b")
+                        && !c.message.contains("cluster c")
+                        && !c.message.contains("cluster a")
+                })
+            },
+        )
+        .await;
+    }
+    // The others keep b's Peers, and follow each other; b follows them.
+    create_node(&planes[0], &kilo_node(1, 1)).await;
+    create_node(&planes[2], &kilo_node(3, 1)).await;
+    let expect = |k: usize, names: &[&str]| {
+        let mut all = others(k, &["node-0"]);
+        all.extend(names.iter().map(|n| (*n).to_owned()));
+        all.sort();
+        all
+    };
+    let wanted = [
+        expect(0, &["c.node-1"]),
+        expect(1, &["a.node-1", "c.node-1"]),
+        expect(2, &["a.node-1"]),
+    ];
+    for (k, wanted) in wanted.iter().enumerate() {
+        eventually(
+            &format!("{} follows what it can read", NAMES[k]),
+            CONVERGE,
+            || async { peer_names(&planes[k]).await == *wanted },
+        )
+        .await;
+    }
+    let b_status = mesh_status(&planes[1], "mesh").await;
+    assert!(condition(&b_status, "Ready").is_some_and(|c| c.status == "True"));
 }
