@@ -173,6 +173,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if !args.leader_election {
         return controller::run(client, settings, Fence::open(), metrics, readiness).await;
     }
+    // A replica waiting for the Lease is ready to take over. Were it not
+    // Ready, a rolling update (the chart's Deployment) would wait for the new
+    // pod while the old one holds the Lease, for ever.
+    readiness.set_ready();
     let lease = LeaseSettings {
         namespace: args
             .leader_election_namespace

@@ -3,8 +3,8 @@
 //! against real API servers whose kubeconfig contexts are named as in the
 //! docs (`hub`, `cluster-b`). A block no test can run here is listed in
 //! [`NOT_RUN`] with the reason, and a test fails for any other block.
-//! `tests/install.rs` runs the air-gapped install
-//! ([`guide::FROM_YOUR_OWN_REGISTRY`]).
+//! `tests/install.rs` runs the air-gapped install, upgrade and uninstall
+//! ([`guide::INSTALL_PATH`]).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -16,7 +16,7 @@ use std::{
 };
 
 use common::{
-    guide::{FROM_YOUR_OWN_REGISTRY, REPO, blocks, script, sh_blocks},
+    guide::{INSTALL_PATH, REPO, blocks, script, sh_blocks},
     *,
 };
 use testkit::ControlPlane;
@@ -201,7 +201,7 @@ fn every_command_in_the_docs_is_run_or_says_why_not() {
             let run = INSTALL_AND_CONNECT
                 .iter()
                 .chain(BY_HAND)
-                .chain(FROM_YOUR_OWN_REGISTRY)
+                .chain(INSTALL_PATH)
                 .chain(DECENTRALIZED)
                 .any(|(p, s)| p == page && heading.starts_with(s));
             let excused = NOT_RUN

@@ -1,12 +1,14 @@
 //! The install path of the brief, as `docs/install.md` walks it ("Air-gapped:
 //! from a registry of your own"): the image `make image` built and the
-//! chart, pushed to a registry on loopback (Debian's `docker-registry`), then
+//! chart, pushed to a registry (Debian's `docker-registry`), then
 //! `helm install oci://…` into a real API server.
 //!
-//! No kubelet runs in the test kit yet, so no pod starts: the test checks the
-//! objects the install created, that the registry serves the very image the
-//! Deployment names, and runs that image's binary from the image's own files
-//! as the image's user. `make test-install` builds the image, then runs this.
+//! On the test kit's real node (kubelet, containerd, in a network namespace
+//! of the test's), the chart's Deployment runs the operator as a pod pulled
+//! from that registry; a remote is connected and meshed, the release
+//! upgraded and uninstalled, all with the docs' commands. A second test runs
+//! the image's binary from the image's own files as the image's user.
+//! `make test-install` builds the image, then runs this (root).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -15,25 +17,34 @@ mod common;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
+use api::fixtures::kilo_annotations;
 use common::{
-    NAMESPACE, contexts_file, eventually,
-    guide::{self, FROM_YOUR_OWN_REGISTRY, REPO},
+    NAMESPACE, contexts_file, create_node, eventually,
+    guide::{
+        self, CONNECT_AND_CHECK, FROM_YOUR_OWN_REGISTRY, REPO, THE_OPERATORS_POD,
+        UNINSTALL_FROM_YOUR_OWN_REGISTRY, UPGRADE_FROM_YOUR_OWN_REGISTRY,
+    },
+    kilo_node, peer_names, unix_now,
 };
 use k8s_openapi::{
-    api::apps::v1::Deployment,
+    api::{
+        apps::v1::Deployment,
+        coordination::v1::Lease,
+        core::v1::{Node, Pod},
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, DynamicObject, GroupVersionKind},
+    api::{DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
     discovery::{self, Scope},
     runtime::wait::{await_condition, conditions},
 };
 use serde::Deserialize;
-use testkit::{ControlPlane, Registry};
+use testkit::{ControlPlane, NodeNetwork, Registry, http_get, metric_sum};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const RELEASE: &str = "kilo-clustermesh-operator";
@@ -102,12 +113,22 @@ async fn live(client: &Client, doc: &serde_yaml::Value) -> Option<DynamicObject>
         .unwrap()
 }
 
+/// The next version the upgrade installs: the same image under another tag,
+/// the chart packaged with that version.
+const NEXT_VERSION: &str = "0.1.1";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_chart_and_image_from_a_registry_install_as_the_docs_say() {
+async fn the_operator_from_a_registry_runs_as_a_pod_and_meshes_as_the_docs_say() {
     let archive = archive();
-    let (plane, registry) = tokio::join!(ControlPlane::start("hub"), Registry::start());
-    let (plane, registry) = (plane.unwrap(), registry.unwrap());
-    let client = plane.admin_client();
+    let network = NodeNetwork::create().unwrap();
+    let address = network.host_address();
+    let (hub, remote, registry) = tokio::join!(
+        ControlPlane::start_on("hub", address),
+        ControlPlane::start_on("cluster-b", address),
+        Registry::start_on(address)
+    );
+    let (hub, remote, registry) = (hub.unwrap(), remote.unwrap(), registry.unwrap());
+    let client = hub.admin_client();
 
     // The chart must bring the ClusterMesh CRD itself: remove the test kit's.
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
@@ -119,15 +140,195 @@ async fn the_chart_and_image_from_a_registry_install_as_the_docs_say() {
     )
     .await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = contexts_file(dir.path(), &[("hub", plane.admin_kubeconfig())]);
     let host = registry.host();
-    let commands = guide::script(FROM_YOUR_OWN_REGISTRY);
-    let said = guide::run(&commands, &kubeconfig, dir.path(), &[("REGISTRY", &host)]).await;
-    println!("{said}");
+    let started = Instant::now();
+    let node = testkit::Node::start(&hub, network, std::slice::from_ref(&host))
+        .await
+        .unwrap();
+    let node_ready = started.elapsed();
+    // Kilo runs on the hub's node and on one node of cluster-b.
+    kilo_on_the_node(&hub, node.name()).await;
+    create_node(&remote, &kilo_node(2, 0)).await;
+    let heartbeats = tokio::spawn(kilo_checks_in(vec![
+        (client.clone(), node.name().to_owned()),
+        (remote.admin_client(), "node-0".into()),
+    ]));
 
-    // Helm pulled the chart from the registry, and the Deployment names the
-    // image pushed beside it (the docs' kubectl prints it).
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = contexts_file(
+        dir.path(),
+        &[
+            ("hub", hub.admin_kubeconfig()),
+            ("cluster-b", remote.admin_kubeconfig()),
+        ],
+    );
+    let env = [("REGISTRY", host.as_str())];
+    let run = |sections: &'static [(&'static str, &'static str)],
+               env: Vec<(&'static str, String)>| {
+        let kubeconfig = kubeconfig.clone();
+        let home = dir.path().to_owned();
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            guide::run(&guide::script(sections), &kubeconfig, &home, &env).await
+        }
+    };
+    let with_registry = || {
+        env.iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect::<Vec<_>>()
+    };
+
+    // The install, as the docs say.
+    let installed = Instant::now();
+    let said = run(FROM_YOUR_OWN_REGISTRY, with_registry()).await;
+    println!("{said}");
+    installed_objects_are_the_charts(&client, &host, &archive, &said).await;
+
+    // The operator's pod: Running, Ready, non-root, read-only root.
+    let said = run(THE_OPERATORS_POD, with_registry()).await;
+    println!("{said}");
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
+    let pod = operator_pods(&pods)
+        .await
+        .into_iter()
+        .find(ready)
+        .unwrap_or_else(|| {
+            panic!(
+                "no Ready operator pod:\n{}",
+                node.pod_logs(NAMESPACE, RELEASE)
+            )
+        });
+    let pod_name = pod.metadata.name.clone().unwrap();
+    println!(
+        "install: node ready in {:.1} s; the operator's pod Ready {:.1} s after `helm install` began",
+        node_ready.as_secs_f64(),
+        installed.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        pod.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(node.name())
+    );
+    let (uid, root) = operator_process();
+    assert_eq!(
+        uid, "65532",
+        "the operator's process runs as the chart's user"
+    );
+    assert!(
+        root.split(',').any(|o| o == "ro"),
+        "its / is mounted {root}"
+    );
+
+    // It leads, serves metrics at the pod's IP.
+    let leases = Api::<Lease>::namespaced(client.clone(), NAMESPACE);
+    let holder = || async {
+        leases
+            .get_opt(RELEASE)
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity)
+            .unwrap_or_default()
+    };
+    eventually(
+        "the pod holds the Lease",
+        Duration::from_secs(60),
+        || async { holder().await.contains(&pod_name) },
+    )
+    .await;
+
+    // A remote connected, the mesh declared and Ready, as connect.md says.
+    let said = run(CONNECT_AND_CHECK, vec![]).await;
+    println!("{said}");
+    eventually(
+        "each cluster has the other's Peer",
+        Duration::from_secs(60),
+        || async {
+            peer_names(&hub).await == ["cluster-b.node-0"]
+                && peer_names(&remote).await == [format!("hub.{}", node.name())]
+        },
+    )
+    .await;
+    let metrics = scrape(&pod).await;
+    assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
+    assert!(
+        metric_sum(&metrics, "kilo_clustermesh_reconciles_total", "") >= 1.0,
+        "{metrics}"
+    );
+
+    // The upgrade: a next version pushed, then the docs' commands.
+    release_next_version(&host, &archive).await;
+    let peer_writes = || {
+        [&hub, &remote]
+            .iter()
+            .flat_map(|plane| plane.audited_writes().unwrap())
+            .filter(|write| write.resource == "peers")
+            .count()
+    };
+    let before = peer_writes();
+    let upgraded = Instant::now();
+    let said = run(
+        UPGRADE_FROM_YOUR_OWN_REGISTRY,
+        [with_registry(), vec![("VERSION", NEXT_VERSION.to_owned())]].concat(),
+    )
+    .await;
+    println!("{said}");
+    let next = eventually_value(
+        "a pod of the next version leads",
+        Duration::from_secs(120),
+        || async {
+            let pod = operator_pods(&pods)
+                .await
+                .into_iter()
+                .find(|pod| ready(pod) && image_of(pod).ends_with(&format!(":{NEXT_VERSION}")))?;
+            let name = pod.metadata.name.clone()?;
+            holder().await.contains(&name).then_some(pod)
+        },
+    )
+    .await;
+    eventually(
+        "the new leader reconciled",
+        Duration::from_secs(60),
+        || async {
+            metric_sum(
+                &scrape(&next).await,
+                "kilo_clustermesh_reconciles_total",
+                "",
+            ) >= 1.0
+        },
+    )
+    .await;
+    println!(
+        "install: upgraded, the new pod leading and reconciled, in {:.1} s",
+        upgraded.elapsed().as_secs_f64()
+    );
+    assert_eq!(peer_writes(), before, "the upgrade wrote Peers");
+    assert_eq!(peer_names(&hub).await, ["cluster-b.node-0"]);
+
+    // The uninstall, the ClusterMesh first: no Peer left, no pod.
+    let said = run(UNINSTALL_FROM_YOUR_OWN_REGISTRY, vec![]).await;
+    println!("{said}");
+    assert!(peer_names(&hub).await.is_empty(), "Peers left on the hub");
+    assert!(
+        peer_names(&remote).await.is_empty(),
+        "Peers left on cluster-b"
+    );
+    eventually(
+        "the operator's pods gone",
+        Duration::from_secs(60),
+        || async { operator_pods(&pods).await.is_empty() },
+    )
+    .await;
+    heartbeats.abort();
+    println!(
+        "install: the whole path in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(node);
+}
+
+/// What `helm install` left: the chart from the registry, every object it
+/// renders, owned by the release, and the image the Deployment names served
+/// by the registry as `make image` built it.
+async fn installed_objects_are_the_charts(client: &Client, host: &str, archive: &Path, said: &str) {
     assert!(
         said.contains(&format!(
             "Pulled: {host}/charts/kilo-clustermesh-operator:{VERSION}"
@@ -144,8 +345,6 @@ async fn the_chart_and_image_from_a_registry_install_as_the_docs_say() {
     assert_eq!(pod.containers[0].image.as_deref(), Some(image.as_str()));
     assert_eq!(pod.service_account_name.as_deref(), Some(RELEASE));
 
-    // The registry serves, under that name, the image `make image` built:
-    // what a kubelet would pull.
     let digest = |reference: String, tls: &'static [&'static str]| async move {
         let mut args = vec!["inspect", "--format", "{{.Digest}}"];
         args.extend(tls);
@@ -159,14 +358,13 @@ async fn the_chart_and_image_from_a_registry_install_as_the_docs_say() {
         archive.display()
     );
 
-    // The chart's CRD, established.
-    let established = await_condition(crds.clone(), CRD, conditions::is_crd_established());
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let established = await_condition(crds, CRD, conditions::is_crd_established());
     tokio::time::timeout(Duration::from_secs(30), established)
         .await
         .expect("the chart's CRD is established within 30 s")
         .unwrap();
 
-    // Every object the chart renders exists, owned by the release.
     let rendered = render(&[&format!(
         "image.repository={host}/kilo-clustermesh-operator"
     )])
@@ -175,7 +373,7 @@ async fn the_chart_and_image_from_a_registry_install_as_the_docs_say() {
     for doc in &rendered {
         let kind = doc["kind"].as_str().unwrap();
         let name = doc["metadata"]["name"].as_str().unwrap();
-        let object = live(&client, doc)
+        let object = live(client, doc)
             .await
             .unwrap_or_else(|| panic!("{kind} {name} was not installed"));
         assert_eq!(
@@ -200,6 +398,164 @@ async fn the_chart_and_image_from_a_registry_install_as_the_docs_say() {
             kinds.contains(kind),
             "the chart renders no {kind}: {kinds:?}"
         );
+    }
+}
+
+/// Annotates the hub's real node as Kilo would (node 0 of cluster 1, the
+/// mesh's `hub` entry) and gives it a pod range in that entry's.
+async fn kilo_on_the_node(hub: &ControlPlane, name: &str) {
+    let mut annotations = kilo_annotations(1, 0);
+    annotations.insert("kilo.squat.ai/last-seen".into(), unix_now().to_string());
+    let patch = serde_json::json!({
+        "metadata": { "annotations": annotations },
+        "spec": { "podCIDR": "10.1.0.0/24", "podCIDRs": ["10.1.0.0/24"] },
+    });
+    Api::<Node>::all(hub.admin_client())
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// Kilo's check-ins (`last-seen`) on `nodes`, every 10 s, for at most 30
+/// minutes: the test outlives the operator's check-in grace.
+async fn kilo_checks_in(nodes: Vec<(Client, String)>) {
+    for _ in 0..180 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        for (client, name) in &nodes {
+            let patch = serde_json::json!({"metadata": {"annotations": {
+                "kilo.squat.ai/last-seen": unix_now().to_string(),
+            }}});
+            let _ = Api::<Node>::all(client.clone())
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+        }
+    }
+}
+
+/// The operator's pods.
+async fn operator_pods(pods: &Api<Pod>) -> Vec<Pod> {
+    pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/name={RELEASE}")))
+        .await
+        .unwrap()
+        .items
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn image_of(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers[0].image.clone())
+        .unwrap_or_default()
+}
+
+/// `GET /metrics` from the pod's IP and `metrics` port.
+async fn scrape(pod: &Pod) -> String {
+    let ip: std::net::IpAddr = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .unwrap()
+        .parse()
+        .unwrap();
+    http_get(std::net::SocketAddr::new(ip, 8080), "/metrics").await
+}
+
+/// The running operator's uid and the mount options of its `/`, read from
+/// the node's `/proc`: what the runtime made of the chart's securityContext.
+fn operator_process() -> (String, String) {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !cmdline.starts_with(b"/kilo-clustermesh-operator\0run\0") {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap();
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        let mounts = std::fs::read_to_string(entry.path().join("mountinfo")).unwrap();
+        // `id parent major:minor root mount-point options ...`
+        let root = mounts
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|fields| fields.get(4) == Some(&"/"))
+            .map(|fields| fields[5].to_owned())
+            .unwrap();
+        return (uid, root);
+    }
+    panic!("no operator process on the node");
+}
+
+/// A next release in the registry: the image under [`NEXT_VERSION`] (the
+/// same bytes), the chart packaged with that version and app version.
+async fn release_next_version(host: &str, archive: &Path) {
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci-archive:{}", archive.display()),
+            &format!("docker://{host}/kilo-clustermesh-operator:{NEXT_VERSION}"),
+        ],
+    )
+    .await;
+    let helm = format!("{REPO}/.tools/bin/helm");
+    let out = tempfile::tempdir().unwrap();
+    let out_path = out.path().display().to_string();
+    tool(
+        &helm,
+        &[
+            "package",
+            CHART,
+            "--version",
+            NEXT_VERSION,
+            "--app-version",
+            NEXT_VERSION,
+            "--destination",
+            &out_path,
+        ],
+    )
+    .await;
+    tool(
+        &helm,
+        &[
+            "push",
+            &format!("{out_path}/kilo-clustermesh-operator-{NEXT_VERSION}.tgz"),
+            &format!("oci://{host}/charts"),
+            "--plain-http",
+        ],
+    )
+    .await;
+}
+
+/// Polls `check` every 250 ms until it gives a value, for at most `timeout`.
+async fn eventually_value<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

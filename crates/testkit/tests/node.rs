@@ -98,11 +98,28 @@ async fn a_deployment_runs_on_the_node_and_the_node_leaves_nothing_behind() {
         node_started.as_secs_f64(),
         created.elapsed().as_secs_f64()
     );
-    let spec = pod.spec.unwrap();
+    let spec = pod.spec.clone().unwrap();
     assert_eq!(spec.node_name.as_deref(), Some(node.name()));
-    let ip = pod.status.unwrap().pod_ip.unwrap();
+    let ip = pod.status.clone().unwrap().pod_ip.unwrap();
     let prefix = pod_cidr.trim_end_matches("0/24");
     assert!(ip.starts_with(prefix), "pod IP {ip} outside {pod_cidr}");
+
+    // Deleting the pod stops its containers: the kubelet removes it.
+    let name = pod.metadata.name.clone().unwrap();
+    pods.delete(&name, &Default::default()).await.unwrap();
+    let deleted = Instant::now();
+    while pods.get_opt(&name).await.unwrap().is_some() {
+        assert!(
+            deleted.elapsed() < Duration::from_secs(60),
+            "pod {name} not gone 60 s after its deletion:\n{}",
+            node.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!(
+        "testkit: a deleted pod gone in {:.1} s",
+        deleted.elapsed().as_secs_f64()
+    );
 
     drop(node);
     // Nothing of the node is left: no namespace, no link, no route, no

@@ -13,6 +13,32 @@ pub const FROM_YOUR_OWN_REGISTRY: &[(&str, &str)] = &[(
     "## Air-gapped: from a registry of your own",
 )];
 
+/// Waiting for the operator's pod after the air-gapped install.
+pub const THE_OPERATORS_POD: &[(&str, &str)] = &[("docs/install.md", "### The operator's pod")];
+
+/// Connecting a remote, declaring the mesh and checking it.
+pub const CONNECT_AND_CHECK: &[(&str, &str)] = &[
+    ("docs/connect.md", "## 1. Connect the remote"),
+    ("docs/connect.md", "## 2. Declare the mesh"),
+    ("docs/connect.md", "## 3. Check it"),
+];
+
+/// The air-gapped upgrade, to `$VERSION`.
+pub const UPGRADE_FROM_YOUR_OWN_REGISTRY: &[(&str, &str)] =
+    &[("docs/install.md", "### Upgrade from your registry")];
+
+/// The air-gapped uninstall, the ClusterMesh first.
+pub const UNINSTALL_FROM_YOUR_OWN_REGISTRY: &[(&str, &str)] =
+    &[("docs/install.md", "### Uninstall from your registry")];
+
+/// Every section of install.md that `tests/install.rs` runs.
+pub const INSTALL_PATH: &[(&str, &str)] = &[
+    FROM_YOUR_OWN_REGISTRY[0],
+    THE_OPERATORS_POD[0],
+    UPGRADE_FROM_YOUR_OWN_REGISTRY[0],
+    UNINSTALL_FROM_YOUR_OWN_REGISTRY[0],
+];
+
 /// Each `sh` block of a markdown page with the heading it is under.
 pub fn sh_blocks(page: &str) -> Vec<(String, String)> {
     blocks(page, "```sh")
