@@ -59,8 +59,9 @@ fn running(pod: &Pod) -> bool {
 
 #[tokio::test]
 async fn a_deployment_runs_on_the_node_and_the_node_leaves_nothing_behind() {
-    let cgroups_before = cgroups();
+    // After the sweep of a killed test's node, which `create` runs.
     let network = NodeNetwork::create().unwrap();
+    let cgroups_before = cgroups();
     let netns = network.netns();
     let pod_cidr = network.pod_cidr();
     let hub = ControlPlane::start_on("hub", network.host_address())
