@@ -95,6 +95,9 @@ const BY_HAND: &[(&str, &str)] = &[
 /// One cluster of a decentralized mesh, set up as the docs say.
 const DECENTRALIZED: &[(&str, &str)] = &[("docs/topologies.md", "## A decentralized mesh")];
 
+/// Letting the neighbours' read-only tokens list a cluster's Peers.
+const PEER_READS: &[(&str, &str)] = &[("docs/topologies.md", "## Has a neighbour peered us back?")];
+
 /// A hub and a remote with Kilo-annotated nodes whose ranges match the
 /// docs' example mesh, and a kubeconfig with the docs' context names.
 async fn clusters(dir: &Path) -> (Vec<ControlPlane>, PathBuf) {
@@ -125,8 +128,9 @@ async fn install_then_connect_then_check_as_the_docs_say() {
     let dir = tempfile::tempdir().unwrap();
     let (planes, kubeconfig) = clusters(dir.path()).await;
     let commands = script(INSTALL_AND_CONNECT);
-    // The chart's Deployment cannot start here (no kubelet); the operator runs
-    // in-process against the hub instead.
+    // These control planes have no node, so the chart's Deployment runs no
+    // pod; the operator runs in-process against the hub instead
+    // (`tests/install.rs` runs the chart's pod on the test kit's node).
     let _operator = start_operator(&planes[0]);
     let said = run(&commands, &kubeconfig, dir.path()).await;
     assert!(
@@ -171,8 +175,8 @@ async fn a_decentralized_mesh_as_the_docs_say() {
         .unwrap();
     let apply = format!("kubectl --context cluster-a apply -f - <<'EOF'\n{manifest}EOF\n");
     run(&apply, &kubeconfig, dir.path()).await;
-    // The chart's Deployment cannot start here (no kubelet); the operator runs
-    // in-process against cluster-a instead.
+    // No node here (see above): the operator runs in-process against
+    // cluster-a instead.
     let _operator = start_operator(&planes[0]);
     eventually(
         "cluster-a peered with b and c",
@@ -184,6 +188,21 @@ async fn a_decentralized_mesh_as_the_docs_say() {
         peer_names(&planes[1]).await.is_empty(),
         "the read-only tokens write nothing"
     );
+    // With the grant the docs give, cluster-a can tell that cluster-b (no
+    // operator of its own here) has not peered it back.
+    run(&script(PEER_READS), &kubeconfig, dir.path()).await;
+    eventually(
+        "cluster-a tells cluster-b has not peered it back",
+        Duration::from_secs(45),
+        || async {
+            let status = mesh_status(&planes[0], "mesh").await;
+            status
+                .clusters
+                .iter()
+                .any(|c| c.name == "cluster-b" && c.peered_back == Some(0))
+        },
+    )
+    .await;
 }
 
 #[test]
@@ -203,6 +222,7 @@ fn every_command_in_the_docs_is_run_or_says_why_not() {
                 .chain(BY_HAND)
                 .chain(INSTALL_PATH)
                 .chain(DECENTRALIZED)
+                .chain(PEER_READS)
                 .any(|(p, s)| p == page && heading.starts_with(s));
             let excused = NOT_RUN
                 .iter()
