@@ -59,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
                 nodes: (0..2).map(|i| node(entry, k, i)).collect(),
                 peers: vec![],
                 uid: Some(format!("uid-{}", entry.name)),
+                peers_unknown: false,
             };
             (entry.name.clone(), Observation::Observed(view))
         })

@@ -241,6 +241,12 @@ pub struct ClusterStatus {
     /// Who writes this mesh's Peers on the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_writer: Option<PeerWriter>,
+    /// Where the cluster's own operator writes its Peers: how many of the
+    /// local cluster's peered nodes (its `registeredPeers`) have a Peer
+    /// there. Absent when this operator writes them, or may not read the
+    /// cluster's Peers (docs/topologies.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peered_back: Option<i32>,
 }
 
 /// Who writes a mesh's Peers on one of its clusters.

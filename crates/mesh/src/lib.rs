@@ -47,8 +47,8 @@ pub use node::{
 };
 pub use observe::{ClusterView, NodeView, Observation, ObservedPeer, Unreachable};
 pub use plan::{
-    ClusterReport, ClusterWriter, ClusterWrites, DesiredPeer, PeerConflict, PeerDeletion, Plan,
-    Report, Settings, SkippedNode, applied, plan,
+    ClusterReport, ClusterWriter, ClusterWrites, DesiredPeer, PeerConflict, PeerDeletion,
+    PeeredBack, Plan, Report, Settings, SkippedNode, applied, plan,
 };
 pub use spec::SpecError;
 pub use status::{FailingWrites, MeshCondition, conditions, status};

@@ -52,6 +52,10 @@ pub struct ClusterView {
     /// namespace), when it could be read: two entries with the same one
     /// reach the same cluster.
     pub uid: Option<String>,
+    /// True when this mesh only reads the cluster and may not read its
+    /// Peers (or has not yet): `peers` is then empty for want of knowing.
+    /// On such a cluster `peers` holds only the Peers' metadata.
+    pub peers_unknown: bool,
 }
 
 /// Why a cluster could not be read this time.

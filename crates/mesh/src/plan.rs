@@ -109,6 +109,18 @@ pub struct ClusterReport {
     pub anchor: Option<String>,
     /// Who writes the mesh's Peers on the cluster.
     pub writer: ClusterWriter,
+    /// On a cluster whose own operator writes its Peers: how far it has
+    /// peered the local cluster's nodes there. `None` where this operator
+    /// writes, or may not read the cluster's Peers.
+    pub peered_back: Option<PeeredBack>,
+}
+
+/// How many of the local cluster's peered nodes another cluster's own
+/// operator has given a Peer on its cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeeredBack {
+    pub peered: usize,
+    pub of: usize,
 }
 
 /// Who writes a mesh's Peers on one of its clusters.
@@ -189,6 +201,7 @@ pub fn plan(
                             true => ClusterWriter::ThisOperator,
                             false => ClusterWriter::OwnOperator,
                         },
+                        peered_back: None,
                     }
                 })
                 .collect();
@@ -235,10 +248,11 @@ pub fn plan(
         }
     };
 
-    // Every Peer this mesh keeps on a readable cluster, for the anchor's
-    // stickiness and for counting unreachable clusters' Peers.
+    // Every Peer this mesh keeps on a readable cluster it writes, for the
+    // anchor's stickiness and for counting unreachable clusters' Peers.
     let owned_peers: Vec<&ObservedPeer> = clusters
         .iter()
+        .filter(|c| writer(c) == ClusterWriter::ThisOperator)
         .filter_map(|c| match observation(&c.name) {
             Observation::Observed(view) => {
                 Some(view.peers.iter().filter(move |p| keeps(&c.name, p)))
@@ -292,6 +306,34 @@ pub fn plan(
         );
         sources.insert(cluster.name.clone(), source);
         reports.push(report);
+    }
+    // Whether the clusters that write their own Peers have peered ours.
+    let local_nodes: BTreeSet<&str> = sources
+        .get(&identity.hub_cluster)
+        .into_iter()
+        .flat_map(|s| s.eligible.values())
+        .flat_map(|entry| entry.members.iter().map(String::as_str))
+        .collect();
+    for report in &mut reports {
+        let Observation::Observed(view) = observation(&report.name) else {
+            continue;
+        };
+        if report.writer == ClusterWriter::ThisOperator || view.peers_unknown {
+            continue;
+        }
+        let own = Writer::Sibling(report.name.clone());
+        let peered: BTreeSet<&str> = view
+            .peers
+            .iter()
+            .filter(|p| p.labels.get(CLUSTER_LABEL) == Some(&identity.hub_cluster))
+            .filter(|p| writers.of(p) == own)
+            .flat_map(peer_nodes)
+            .filter(|node| local_nodes.contains(node))
+            .collect();
+        report.peered_back = Some(PeeredBack {
+            peered: peered.len(),
+            of: local_nodes.len(),
+        });
     }
     // No tunnel carries a tunnel's own packets: an anchor's service and
     // additional ranges are narrowed around every endpoint of the mesh
@@ -472,15 +514,7 @@ fn source(
         // Kept as they were: count the nodes that have Peers.
         of_cluster
             .iter()
-            .flat_map(|p| match p.annotations.get(MEMBERS_ANNOTATION) {
-                Some(members) => members.split(',').collect(),
-                None => p
-                    .annotations
-                    .get(NODE_ANNOTATION)
-                    .map(String::as_str)
-                    .into_iter()
-                    .collect::<Vec<_>>(),
-            })
+            .flat_map(|p| peer_nodes(p))
             .collect::<BTreeSet<_>>()
             .len()
     };
@@ -492,6 +526,7 @@ fn source(
         skipped,
         anchor: anchor.clone(),
         writer,
+        peered_back: None,
     };
     (
         Source {
@@ -501,6 +536,19 @@ fn source(
         },
         report,
     )
+}
+
+/// The nodes a Peer carries: a location's members, else its node.
+fn peer_nodes(peer: &ObservedPeer) -> Vec<&str> {
+    match peer.annotations.get(MEMBERS_ANNOTATION) {
+        Some(members) => members.split(',').collect(),
+        None => peer
+            .annotations
+            .get(NODE_ANNOTATION)
+            .map(String::as_str)
+            .into_iter()
+            .collect(),
+    }
 }
 
 fn unreachable(observation: &Observation) -> Option<Unreachable> {

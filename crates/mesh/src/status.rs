@@ -64,6 +64,15 @@ pub fn status(report: &Report, failing_writes: &FailingWrites) -> ClusterMeshSta
                     .or_else(|| {
                         (c.writer == ClusterWriter::OwnOperatorTookOver).then(|| TOOK_OVER.into())
                     })
+                    .or_else(|| {
+                        let back = c.peered_back.filter(|back| back.peered < back.of)?;
+                        Some(format!(
+                            "its own operator has peered {} of the local cluster's {} peered nodes \
+                             there; it and the others cannot reach each other until it does (is \
+                             its operator running, and may it read this cluster's nodes?)",
+                            back.peered, back.of
+                        ))
+                    })
             }),
             skipped: c
                 .skipped
@@ -75,6 +84,7 @@ pub fn status(report: &Report, failing_writes: &FailingWrites) -> ClusterMeshSta
                     message: s.reason.message(&c.name, &s.name),
                 })
                 .collect(),
+            peered_back: c.peered_back.map(|back| count(back.peered)),
             peer_writer: Some(match c.writer {
                 ClusterWriter::ThisOperator => PeerWriter::ThisOperator,
                 ClusterWriter::OwnOperator | ClusterWriter::OwnOperatorTookOver => {

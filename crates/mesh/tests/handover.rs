@@ -280,3 +280,37 @@ fn conflict_message(report: &mesh::Report) -> String {
         .unwrap()
         .message
 }
+
+#[test]
+fn a_clusters_own_operator_peering_us_back_is_counted_where_its_peers_are_known() {
+    let mut observations = fresh(2);
+    for local in ["a", "b", "c"] {
+        converge_as(
+            &identity_of(local),
+            &spec_on(local, LocalCluster),
+            &mut observations,
+        );
+    }
+    let back = |observations: &BTreeMap<String, Observation>, name: &str| {
+        let plan = plan(
+            &spec_on("a", LocalCluster),
+            &identity_of("a"),
+            &settings(),
+            observations,
+        );
+        let report = plan.report.clusters.into_iter().find(|c| c.name == name);
+        report.unwrap().peered_back.map(|b| (b.peered, b.of))
+    };
+    assert_eq!(back(&observations, "b"), Some((2, 2)));
+    // b's operator has not peered a's node-1 (yet): told.
+    view_mut(&mut observations, "b")
+        .peers
+        .retain(|p| p.name != "a.node-1");
+    assert_eq!(back(&observations, "b"), Some((1, 2)));
+    // Peers a may not read tell nothing.
+    let c = view_mut(&mut observations, "c");
+    c.peers.clear();
+    c.peers_unknown = true;
+    assert_eq!(back(&observations, "c"), None);
+    assert_eq!(back(&observations, "a"), None, "a writes its own");
+}

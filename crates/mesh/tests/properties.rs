@@ -140,6 +140,7 @@ fn build(world: &World) -> (api::ClusterMeshSpec, BTreeMap<String, Observation>)
                 nodes,
                 peers: vec![],
                 uid: Some(format!("uid-{name}")),
+                peers_unknown: false,
             }),
         );
     }

@@ -187,3 +187,20 @@ fn to_peer(desired: &DesiredPeer) -> Peer {
     };
     peer
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deletion_policy_is_read_from_its_annotation_and_a_typo_is_refused() {
+        assert_eq!(OnDelete::parse(None), Ok(OnDelete::Delete));
+        assert_eq!(OnDelete::parse(Some("delete")), Ok(OnDelete::Delete));
+        assert_eq!(OnDelete::parse(Some("release")), Ok(OnDelete::Release));
+        let refused = OnDelete::parse(Some("keep")).unwrap_err();
+        assert!(
+            refused.contains("kilo-clustermesh.io/peers-on-delete: \"keep\" is neither"),
+            "{refused}"
+        );
+    }
+}

@@ -39,7 +39,7 @@ use tokio::{sync::mpsc, task::AbortHandle};
 
 use crate::{
     observe,
-    probe::{self, ProbeFailure},
+    probe::{self, Census, ProbeFailure},
     writer::Flights,
 };
 
@@ -116,6 +116,8 @@ struct HealthState {
     identity_tried: bool,
     /// See [`Health::seeing_since`].
     seeing_since: i64,
+    /// On a cluster whose Peers are not watched: what the census found.
+    census: Census,
 }
 
 impl WatchedCluster {
@@ -149,6 +151,11 @@ impl WatchedCluster {
     /// the probe has read it.
     pub fn uid(&self) -> Option<String> {
         lock(&self.health).uid.clone()
+    }
+
+    /// Where Peers are not watched: the Peers the latest census found.
+    pub fn census(&self) -> Census {
+        lock(&self.health).census.clone()
     }
 }
 
@@ -468,8 +475,18 @@ impl Prober {
     async fn probe(self, client: Client, peers: bool) {
         let mut ticks = tokio::time::interval(probe::INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut census_due = tokio::time::Instant::now();
         loop {
             ticks.tick().await;
+            if !peers && tokio::time::Instant::now() >= census_due {
+                census_due += probe::CENSUS_INTERVAL;
+                if let Some(census) = probe::census(&client).await
+                    && self.record_census(census)
+                    && let Some(registry) = self.registry.upgrade()
+                {
+                    registry.trigger_users(&self.source, Kind::Nodes);
+                }
+            }
             let outcome = probe::probe(&client, peers).await;
             let identify = outcome.is_ok() && lock(&self.health).uid.is_none();
             let identified = match identify {
@@ -497,6 +514,12 @@ impl Prober {
             health.uid = uid;
         }
         first || found
+    }
+
+    /// Returns whether the census found something else than the last.
+    fn record_census(&self, census: Census) -> bool {
+        let mut health = lock(&self.health);
+        std::mem::replace(&mut health.census, census) != health.census
     }
 
     /// Returns whether the probe's verdict changed.

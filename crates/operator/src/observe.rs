@@ -3,12 +3,16 @@
 
 use std::sync::Arc;
 
-use api::{ClusterMesh, Peer};
+use api::{ClusterMesh, Peer, PeerSpec};
 use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::apis::meta::v1::Time};
 use kube::ResourceExt;
 use mesh::{ClusterView, MeshIdentity, NodeView, Observation, ObservedPeer, Unreachable};
 
-use crate::{clusters::WatchedCluster, writer::Outcome};
+use crate::{
+    clusters::{Reads, WatchedCluster},
+    probe::{Census, PeerMeta},
+    writer::Outcome,
+};
 
 /// A cluster of a mesh as this pass sees it.
 pub enum Resolved {
@@ -46,20 +50,28 @@ pub fn observation(resolved: &Resolved) -> Observation {
         }
     };
     let health = cluster.health();
-    let view = || ClusterView {
-        uid: cluster.uid(),
-        nodes: cluster
-            .nodes
-            .state()
-            .iter()
-            .map(|n| node_view(n, health.seeing_since))
-            .collect(),
-        peers: cluster
-            .peers
-            .state()
-            .iter()
-            .map(|p| observed_peer(p))
-            .collect(),
+    let view = || {
+        let (peers, peers_unknown) = match cluster.reads {
+            Reads::NodesAndPeers => {
+                let peers = cluster.peers.state();
+                (peers.iter().map(|p| observed_peer(p)).collect(), false)
+            }
+            Reads::Nodes => match cluster.census() {
+                Census::Read(peers) => (peers.into_iter().map(census_peer).collect(), false),
+                Census::NotYet | Census::Forbidden => (Vec::new(), true),
+            },
+        };
+        ClusterView {
+            uid: cluster.uid(),
+            nodes: cluster
+                .nodes
+                .state()
+                .iter()
+                .map(|n| node_view(n, health.seeing_since))
+                .collect(),
+            peers,
+            peers_unknown,
+        }
     };
     match (health.synced, health.reachable) {
         (true, true) => Observation::Observed(view()),
@@ -138,6 +150,25 @@ pub fn node_view(node: &Node, seeing_since: i64) -> NodeView {
             .map_or(0, |t| t.0.as_second()),
         region: node.labels().get(mesh::REGION_LABEL).cloned(),
         checked_in: last_seen(node).map(|seen| seen.max(seeing_since)),
+    }
+}
+
+/// A Peer the census found, as the plan reads it: labels and annotations,
+/// no spec.
+fn census_peer((name, meta): (String, PeerMeta)) -> ObservedPeer {
+    ObservedPeer {
+        name,
+        labels: meta.labels,
+        annotations: meta.annotations,
+        spec: PeerSpec {
+            allowed_ips: Vec::new(),
+            endpoint: None,
+            persistent_keepalive: None,
+            preshared_key: None,
+            public_key: String::new(),
+        },
+        uid: None,
+        resource_version: None,
     }
 }
 

@@ -3,7 +3,7 @@
 //! tell a frozen API server (connections open, no answers) or a revoked
 //! token (old watches keep streaming) from a quiet cluster.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use api::Peer;
 use k8s_openapi::api::core::v1::{Namespace, Node};
@@ -100,6 +100,59 @@ pub async fn probe(client: &Client, peers: bool) -> Result<(), ProbeFailure> {
     tokio::time::timeout(TIMEOUT, reads)
         .await
         .unwrap_or(Err(ProbeFailure::TimedOut))
+}
+
+/// How often the Peers of a cluster the operator only reads are listed: to
+/// tell whether its own operator peered the local cluster back.
+pub const CENSUS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What a kilo-clustermesh-operator wrote on a cluster this operator only
+/// reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Census {
+    /// Not listed yet.
+    #[default]
+    NotYet,
+    /// The token may not list Peers (a `connect --read-only` token may not).
+    Forbidden,
+    /// The Peers, by name, with their labels and annotations.
+    Read(BTreeMap<String, PeerMeta>),
+}
+
+/// What the census keeps of a Peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerMeta {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Lists the metadata of the Peers a kilo-clustermesh-operator wrote on the
+/// cluster behind `client`. `None` when it could not tell (no answer in
+/// time, another error): the last census stands.
+pub async fn census(client: &Client) -> Option<Census> {
+    let selector = format!("{}={}", mesh::MANAGED_BY_LABEL, mesh::MANAGED_BY);
+    let params = ListParams::default().labels(&selector);
+    let peers = Api::<Peer>::all(client.clone());
+    match tokio::time::timeout(TIMEOUT, peers.list_metadata(&params))
+        .await
+        .ok()?
+    {
+        Ok(peers) => Some(Census::Read(
+            peers
+                .items
+                .into_iter()
+                .map(|peer| {
+                    let meta = PeerMeta {
+                        labels: peer.metadata.labels.clone().unwrap_or_default(),
+                        annotations: peer.metadata.annotations.clone().unwrap_or_default(),
+                    };
+                    (peer.metadata.name.unwrap_or_default(), meta)
+                })
+                .collect(),
+        )),
+        Err(kube::Error::Api(status)) if status.code == 403 => Some(Census::Forbidden),
+        Err(_) => None,
+    }
 }
 
 /// What identifies the cluster behind `client`: the uid of its

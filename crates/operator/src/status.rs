@@ -9,7 +9,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use api::{ClusterMesh, ClusterMeshStatus};
+use api::{ClusterMesh, ClusterMeshStatus, PeerWriter};
 use clap::{Args, ValueEnum};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
@@ -244,9 +244,15 @@ pub fn render(mesh: &ClusterMesh, assessment: &Assessment, now: Timestamp) -> St
             "ANCHOR",
             "LAST SYNC",
             "CREDENTIALS",
+            "PEERS WRITTEN BY",
         ]
         .map(str::to_owned),
     ];
+    let local_peered = status
+        .clusters
+        .iter()
+        .find(|c| Some(c.name.as_str()) == local)
+        .map_or(0, |c| c.registered_peers);
     for cluster in &status.clusters {
         let name = if Some(cluster.name.as_str()) == local {
             format!("{} (local)", cluster.name)
@@ -272,6 +278,16 @@ pub fn render(mesh: &ClusterMesh, assessment: &Assessment, now: Timestamp) -> St
                     format!("expire in {}", span(t.0.duration_since(now)))
                 }
             });
+        let writer = match (cluster.peer_writer, cluster.peered_back) {
+            (None, _) => "-".to_owned(),
+            (Some(PeerWriter::ThisOperator), _) => "this operator".to_owned(),
+            (Some(PeerWriter::OwnOperator), Some(back)) => {
+                format!("its own operator (peered back {back}/{local_peered})")
+            }
+            (Some(PeerWriter::OwnOperator), None) => {
+                "its own operator (peered back: cannot tell)".to_owned()
+            }
+        };
         rows.push([
             name,
             reachable,
@@ -284,6 +300,7 @@ pub fn render(mesh: &ClusterMesh, assessment: &Assessment, now: Timestamp) -> St
                 .unwrap_or_else(|| "-".to_owned()),
             synced,
             credentials,
+            writer,
         ]);
     }
     out.push_str(&table(&rows));
@@ -387,6 +404,7 @@ mod tests {
                     reachable: true,
                     anchor_node: Some("node-0".into()),
                     last_sync_time: at(1_000_000 - 300),
+                    peer_writer: Some(PeerWriter::ThisOperator),
                     ..Default::default()
                 },
                 ClusterStatus {
@@ -397,6 +415,8 @@ mod tests {
                     reachable: false,
                     stale_since: at(1_000_000 - 7200),
                     credentials_expire: at(1_000_000 + 3 * 86_400),
+                    peer_writer: Some(PeerWriter::OwnOperator),
+                    peered_back: Some(1),
                     skipped: vec![SkippedNode {
                         name: "node-9".into(),
                         reason: "InvalidPodCIDR".into(),
@@ -460,9 +480,9 @@ mod tests {
         );
         let expected = "\
 ClusterMesh kilo-system/m: NOT READY (2 clusters, 3 peers, 1 nodes skipped)
-  CLUSTER    REACHABLE     NODES  PEERS  SKIPPED  ANCHOR  LAST SYNC  CREDENTIALS
-  a (local)  yes           1      1      0        node-0  5m ago     -
-  b          no, stale 2h  3      2      1        -       -          expire in 3d
+  CLUSTER    REACHABLE     NODES  PEERS  SKIPPED  ANCHOR  LAST SYNC  CREDENTIALS   PEERS WRITTEN BY
+  a (local)  yes           1      1      0        node-0  5m ago     -             this operator
+  b          no, stale 2h  3      2      1        -       -          expire in 3d  its own operator (peered back 1/1)
 Problems:
   ClustersUnreachable: cluster b: unreachable
 Warnings:

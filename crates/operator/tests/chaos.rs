@@ -581,6 +581,7 @@ impl World {
                 nodes: nodes.items.iter().map(|n| node_view(n, 0)).collect(),
                 peers: peers.items.iter().map(observed_peer).collect(),
                 uid,
+                peers_unknown: false,
             };
             observations.insert(NAMES[k].to_owned(), Observation::Observed(view));
             all_peers.insert(k, peers.items);

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, PeerPlacement, PeerWriter};
+use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, ClusterStatus, PeerPlacement, PeerWriter};
 use common::*;
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::{Api, api::PostParams};
 use kube::{
     ResourceExt,
@@ -385,4 +385,90 @@ async fn a_cluster_that_revokes_its_readers_goes_stale_for_the_others_and_nothin
     }
     let b_status = mesh_status(&planes[1], "mesh").await;
     assert!(condition(&b_status, "Ready").is_some_and(|c| c.status == "True"));
+}
+
+/// Lets the read-only tokens of cluster `k`'s neighbours list its Peers, as
+/// docs/topologies.md says.
+async fn grant_peer_reads(plane: &ControlPlane) {
+    let role: ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kilo-clustermesh-peer-reader"},
+        "rules": [{"apiGroups": ["kilo.squat.ai"], "resources": ["peers"], "verbs": ["get", "list"]}],
+    }))
+    .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kilo-clustermesh-peer-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kilo-clustermesh-peer-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "kilo-clustermesh-reader", "namespace": NAMESPACE}],
+    }))
+    .unwrap();
+    let pp = PostParams::default();
+    Api::<ClusterRole>::all(plane.admin_client())
+        .create(&pp, &role)
+        .await
+        .unwrap();
+    Api::<ClusterRoleBinding>::all(plane.admin_client())
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+}
+
+/// What cluster a's status says of cluster `name`.
+async fn a_says_of(planes: &[ControlPlane], name: &str) -> ClusterStatus {
+    let status = mesh_status(&planes[0], "mesh").await;
+    status
+        .clusters
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whether_a_neighbour_peered_us_back_is_told_where_its_peers_may_be_read() {
+    // The census of a read-only cluster's Peers runs every 30 s.
+    const CENSUS: Duration = Duration::from_secs(45);
+    let planes = ControlPlane::start_many(3).await.unwrap();
+    for (k, plane) in planes.iter().enumerate() {
+        create_node(plane, &kilo_node(k as u8 + 1, 0)).await;
+    }
+    decentralized_mesh(&planes).await;
+    let mut operators: Vec<Option<Operator>> =
+        planes.iter().map(|p| Some(start_operator(p))).collect();
+    for (k, plane) in planes.iter().enumerate() {
+        eventually(&format!("{}'s own Peers", NAMES[k]), CONVERGE, || async {
+            peer_names(plane).await == others(k, &["node-0"])
+        })
+        .await;
+    }
+    // `connect --read-only` may not read Peers: a cannot tell.
+    for name in ["b", "c"] {
+        let said = a_says_of(&planes, name).await;
+        assert_eq!(said.peer_writer, Some(PeerWriter::OwnOperator), "{said:?}");
+        assert_eq!(said.peered_back, None, "{said:?}");
+    }
+
+    grant_peer_reads(&planes[1]).await;
+    eventually("a tells that b peered it back", CENSUS, || async {
+        a_says_of(&planes, "b").await.peered_back == Some(1)
+    })
+    .await;
+    assert_eq!(a_says_of(&planes, "c").await.peered_back, None);
+
+    // b's operator stops; a's new node is not peered on b, and a says so.
+    operators[1] = None;
+    create_node(&planes[0], &kilo_node(1, 1)).await;
+    eventually(
+        "a tells that b did not peer its new node",
+        CENSUS,
+        || async {
+            let said = a_says_of(&planes, "b").await;
+            said.peered_back == Some(1)
+                && said.message.as_deref().is_some_and(|m| {
+                    m.contains(
+                        "its own operator has peered 1 of the local cluster's 2 peered nodes",
+                    )
+                })
+        },
+    )
+    .await;
+    drop(operators);
 }

@@ -82,6 +82,7 @@ pub fn fresh(n: u8) -> BTreeMap<String, Observation> {
                 nodes: (0..n).map(|i| node(k, i)).collect(),
                 peers: vec![],
                 uid: Some(format!("uid-{name}")),
+                peers_unknown: false,
             };
             (name.to_owned(), Observation::Observed(view))
         })
