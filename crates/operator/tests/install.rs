@@ -695,8 +695,16 @@ async fn the_image_runs_its_static_binary_alone_as_the_charts_user() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n(chroot needs root, as `make test` has)"));
     let shipped = std::fs::read_to_string(format!("{CHART}/crds/{CRD}.yaml")).unwrap();
+    let first_difference = printed
+        .lines()
+        .zip(shipped.lines())
+        .enumerate()
+        .find(|(_, (a, b))| a != b);
     assert!(
         printed == shipped,
-        "the image's binary prints another CRD than the chart's"
+        "the image's binary prints another CRD than the chart's: line, printed, shipped: \
+         {first_difference:?} ({} and {} lines)",
+        printed.lines().count(),
+        shipped.lines().count()
     );
 }
