@@ -15,6 +15,17 @@ FUZZ_SECONDS ?= 30
 # four fifths of the inputs a target runs. FUZZ_SANITIZER=address runs with it.
 FUZZ_SANITIZER ?= none
 
+# The Debian packages each part needs (hack/debian-packages.sh installs the missing ones).
+# The network lab: userspace WireGuard, its tools, namespaces, routes, rules, pings.
+NETLAB_PACKAGES := wireguard-go wireguard-tools iproute2 iptables iputils-ping util-linux
+# The image and the install test: buildah builds it, skopeo copies it into the registry (the CNCF
+# distribution registry), ca-certificates is the bundle the image ships.
+IMAGE_PACKAGES := buildah skopeo docker-registry ca-certificates
+# The test kit's node: containerd and runc run the pods, the CNI plugins (bridge, host-local,
+# loopback) give them their network, iptables and conntrack serve kube-proxy and the bridge's
+# masquerading, iproute2 makes the node's namespace and util-linux its nsenter.
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack iproute2 util-linux
+
 .PHONY: demo e2e netlab-packages test test-compat test-chart lint cargo-tools chaos fuzz tools manifests build bench clean-tools image image-packages node-packages test-install
 
 ## demo: real control planes + the operator + a real WireGuard data path, on this machine (root);
@@ -30,7 +41,7 @@ e2e: netlab-packages tools
 
 ## netlab-packages: the Debian packages of the network lab (wireguard-go, wg, ip, iptables, ping)
 netlab-packages:
-	bash hack/netlab-packages.sh
+	bash hack/debian-packages.sh "the network lab" $(NETLAB_PACKAGES)
 
 ## test: formatting, lints, unit tests, integration tests against real API servers (with the install from
 ## a registry of the image it builds first, as test-install), 1.28 compatibility, the data-plane end-to-end test
@@ -64,11 +75,11 @@ image: image-packages
 
 ## image-packages: the Debian packages of the image and the install test (buildah, skopeo, docker-registry)
 image-packages:
-	bash hack/image-packages.sh
+	bash hack/debian-packages.sh "the image build" $(IMAGE_PACKAGES)
 
 ## node-packages: the Debian packages of the test kit's node (containerd, runc, CNI plugins, iptables)
 node-packages:
-	bash hack/node-packages.sh
+	bash hack/debian-packages.sh "the test kit's node" $(NODE_PACKAGES)
 
 ## lint: cargo fmt --check, clippy with warnings denied, and cargo deny's offline checks (deny.toml)
 lint: cargo-tools

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 
-use api::PeerPlacement::{AllClusters, LocalCluster};
+use api::PeerPlacement::{self, AllClusters, LocalCluster};
 use mesh::{
     ClusterWriter, ConditionType, MESH_ANNOTATION, MESH_LABEL, Observation, ObservedPeer, RELEASED,
     Writer, conditions, plan,
@@ -41,6 +41,20 @@ fn labelled<'a>(observations: &'a BTreeMap<String, Observation>, cluster: &str) 
     labels
 }
 
+/// The plan of the operator on `local` whose mesh has `placement`.
+fn plan_as(
+    local: &str,
+    placement: PeerPlacement,
+    observations: &BTreeMap<String, Observation>,
+) -> mesh::Plan {
+    plan(
+        &spec_on(local, placement),
+        &identity_of(local),
+        &settings(),
+        observations,
+    )
+}
+
 /// The world a hub on `a` left: every cluster holds the others' nodes.
 fn hub_mesh() -> BTreeMap<String, Observation> {
     let mut observations = fresh(2);
@@ -60,12 +74,7 @@ fn a_clusters_own_operator_takes_the_hubs_peers_over_in_place_and_the_hub_steps_
     let b = identity_of("b").label_value();
 
     // b's own operator starts, the hub still running with AllClusters.
-    let plan_b = plan(
-        &spec_on("b", LocalCluster),
-        &identity_of("b"),
-        &settings(),
-        &observations,
-    );
+    let plan_b = plan_as("b", LocalCluster, &observations);
     let writes = &plan_b.writes["b"];
     assert!(writes.delete.is_empty(), "{writes:?}");
     assert_eq!(writes.apply.len(), 4, "every Peer on b is taken over");
@@ -112,19 +121,9 @@ fn a_clusters_own_operator_takes_the_hubs_peers_over_in_place_and_the_hub_steps_
 
     // A node added to a reaches b through b's operator only.
     view_mut(&mut observations, "a").nodes.push(node(1, 2));
-    let plan_a = plan(
-        &spec_on("a", AllClusters),
-        &identity_of("a"),
-        &settings(),
-        &observations,
-    );
+    let plan_a = plan_as("a", AllClusters, &observations);
     assert!(!plan_a.writes.contains_key("b"));
-    let plan_b = plan(
-        &spec_on("b", LocalCluster),
-        &identity_of("b"),
-        &settings(),
-        &observations,
-    );
+    let plan_b = plan_as("b", LocalCluster, &observations);
     let added: Vec<&str> = plan_b.writes["b"]
         .apply
         .iter()
@@ -152,12 +151,7 @@ fn a_hub_takes_over_in_place_what_a_clusters_operator_released() {
     for peer in &mut view_mut(&mut observations, "c").peers {
         peer.labels.insert(MESH_LABEL.into(), RELEASED.into());
     }
-    let plan_a = plan(
-        &spec_on("a", AllClusters),
-        &identity_of("a"),
-        &settings(),
-        &observations,
-    );
+    let plan_a = plan_as("a", AllClusters, &observations);
     assert!(!plan_a.writes.contains_key("b"));
     assert!(plan_a.writes["c"].delete.is_empty());
     assert_eq!(plan_a.writes["c"].apply.len(), 4);
@@ -292,12 +286,7 @@ fn a_clusters_own_operator_peering_us_back_is_counted_where_its_peers_are_known(
         );
     }
     let back = |observations: &BTreeMap<String, Observation>, name: &str| {
-        let plan = plan(
-            &spec_on("a", LocalCluster),
-            &identity_of("a"),
-            &settings(),
-            observations,
-        );
+        let plan = plan_as("a", LocalCluster, observations);
         let report = plan.report.clusters.into_iter().find(|c| c.name == name);
         report.unwrap().peered_back.map(|b| (b.peered, b.of))
     };

@@ -100,20 +100,45 @@ fn others(cluster: usize, nodes: &[&str]) -> Vec<String> {
     names
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_operators_each_write_only_their_own_cluster_and_one_stopping_costs_nothing() {
+/// Clusters a, b and c, with one Kilo node each.
+async fn three_clusters() -> Vec<ControlPlane> {
     let planes = ControlPlane::start_many(3).await.unwrap();
     for (k, plane) in planes.iter().enumerate() {
         create_node(plane, &kilo_node(k as u8 + 1, 0)).await;
     }
+    planes
+}
+
+/// [`three_clusters`] meshed decentralized, each with its operator
+/// running, once each holds the others' nodes.
+async fn meshed_decentralized() -> (Vec<ControlPlane>, Vec<Option<Operator>>) {
+    let planes = three_clusters().await;
     decentralized_mesh(&planes).await;
-    let mut operators: Vec<Option<Operator>> =
-        planes.iter().map(|p| Some(start_operator(p))).collect();
+    let operators = planes.iter().map(|p| Some(start_operator(p))).collect();
     for (k, plane) in planes.iter().enumerate() {
         eventually(&format!("{}'s own Peers", NAMES[k]), CONVERGE, || async {
-            let status = mesh_status(plane, "mesh").await;
             peer_names(plane).await == others(k, &["node-0"])
-                && condition(&status, "Ready").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    }
+    (planes, operators)
+}
+
+/// Waits until cluster `k` holds Peer `peer`.
+async fn peered_on(planes: &[ControlPlane], k: usize, peer: &str) {
+    eventually(&format!("{peer} on {}", NAMES[k]), CONVERGE, || async {
+        peer_names(&planes[k]).await.iter().any(|p| p == peer)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_operators_each_write_only_their_own_cluster_and_one_stopping_costs_nothing() {
+    let (planes, mut operators) = meshed_decentralized().await;
+    for plane in &planes {
+        eventually("Ready", CONVERGE, || async {
+            let status = mesh_status(plane, "mesh").await;
+            condition(&status, "Ready").is_some_and(|c| c.status == "True")
         })
         .await;
     }
@@ -128,23 +153,9 @@ async fn three_operators_each_write_only_their_own_cluster_and_one_stopping_cost
     create_node(&planes[1], &kilo_node(2, 1)).await;
     create_node(&planes[0], &kilo_node(1, 1)).await;
     for k in [0, 2] {
-        eventually(
-            &format!("b's new node on {}", NAMES[k]),
-            CONVERGE,
-            || async {
-                peer_names(&planes[k])
-                    .await
-                    .contains(&"b.node-1".to_owned())
-            },
-        )
-        .await;
+        peered_on(&planes, k, "b.node-1").await;
     }
-    eventually("a's new node on c", CONVERGE, || async {
-        peer_names(&planes[2])
-            .await
-            .contains(&"a.node-1".to_owned())
-    })
-    .await;
+    peered_on(&planes, 2, "a.node-1").await;
     // Nobody else writes on b: its Peers stay as its operator left them.
     assert_eq!(peer_names(&planes[1]).await, others(1, &["node-0"]));
     drop(operators);
@@ -160,6 +171,14 @@ async fn peer_uids(planes: &[ControlPlane]) -> BTreeMap<String, String> {
         }
     }
     uids
+}
+
+/// Fails unless every Peer of `uids` is still the same object.
+async fn still_the_same(planes: &[ControlPlane], uids: &BTreeMap<String, String>) {
+    let now = peer_uids(planes).await;
+    for (peer, uid) in uids {
+        assert_eq!(now.get(peer), Some(uid), "{peer} was made again");
+    }
 }
 
 /// Whether every Peer on cluster `k` carries the mesh label its own
@@ -205,10 +224,7 @@ async fn hub_says(plane: &ControlPlane, writers: [PeerWriter; 3]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_mesh_moves_to_decentralized_and_back_handing_every_peer_over_in_place() {
     use PeerWriter::{OwnOperator, ThisOperator};
-    let planes = ControlPlane::start_many(3).await.unwrap();
-    for (k, plane) in planes.iter().enumerate() {
-        create_node(plane, &kilo_node(k as u8 + 1, 0)).await;
-    }
+    let planes = three_clusters().await;
     connect(&planes[0], &planes[1], "b").await;
     connect(&planes[0], &planes[2], "c").await;
     create_mesh(&planes[0], "mesh", entries(0)).await;
@@ -241,22 +257,10 @@ async fn a_hub_mesh_moves_to_decentralized_and_back_handing_every_peer_over_in_p
     set_placement(&planes[0], PeerPlacement::LocalCluster).await;
     create_node(&planes[0], &kilo_node(1, 1)).await;
     for k in [1, 2] {
-        eventually(
-            &format!("a's new node on {}", NAMES[k]),
-            CONVERGE,
-            || async {
-                peer_names(&planes[k])
-                    .await
-                    .contains(&"a.node-1".to_owned())
-            },
-        )
-        .await;
+        peered_on(&planes, k, "a.node-1").await;
         assert!(written_by_own_operator(&planes, k).await);
     }
-    let now = peer_uids(&planes).await;
-    for (peer, uid) in &uids {
-        assert_eq!(now.get(peer), Some(uid), "{peer} was made again");
-    }
+    still_the_same(&planes, &uids).await;
 
     // And back to a hub on a: b and c release their Peers as their meshes
     // are deleted, and the hub takes them over.
@@ -298,21 +302,9 @@ async fn a_hub_mesh_moves_to_decentralized_and_back_handing_every_peer_over_in_p
     }
     create_node(&planes[1], &kilo_node(2, 1)).await;
     for k in [0, 2] {
-        eventually(
-            &format!("b's new node on {}", NAMES[k]),
-            CONVERGE,
-            || async {
-                peer_names(&planes[k])
-                    .await
-                    .contains(&"b.node-1".to_owned())
-            },
-        )
-        .await;
+        peered_on(&planes, k, "b.node-1").await;
     }
-    let now = peer_uids(&planes).await;
-    for (peer, uid) in &uids {
-        assert_eq!(now.get(peer), Some(uid), "{peer} was made again");
-    }
+    still_the_same(&planes, &uids).await;
     for plane in &planes {
         let deletes: Vec<_> = plane
             .audited_writes()
@@ -327,18 +319,7 @@ async fn a_hub_mesh_moves_to_decentralized_and_back_handing_every_peer_over_in_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_that_revokes_its_readers_goes_stale_for_the_others_and_nothing_else_does() {
-    let planes = ControlPlane::start_many(3).await.unwrap();
-    for (k, plane) in planes.iter().enumerate() {
-        create_node(plane, &kilo_node(k as u8 + 1, 0)).await;
-    }
-    decentralized_mesh(&planes).await;
-    let _operators: Vec<Operator> = planes.iter().map(start_operator).collect();
-    for (k, plane) in planes.iter().enumerate() {
-        eventually(&format!("{}'s own Peers", NAMES[k]), CONVERGE, || async {
-            peer_names(plane).await == others(k, &["node-0"])
-        })
-        .await;
-    }
+    let (planes, _operators) = meshed_decentralized().await;
 
     // b takes back the read access it gave a and c.
     Api::<ClusterRoleBinding>::all(planes[1].admin_client())
@@ -426,19 +407,7 @@ async fn a_says_of(planes: &[ControlPlane], name: &str) -> ClusterStatus {
 async fn whether_a_neighbour_peered_us_back_is_told_where_its_peers_may_be_read() {
     // The census of a read-only cluster's Peers runs every 30 s.
     const CENSUS: Duration = Duration::from_secs(45);
-    let planes = ControlPlane::start_many(3).await.unwrap();
-    for (k, plane) in planes.iter().enumerate() {
-        create_node(plane, &kilo_node(k as u8 + 1, 0)).await;
-    }
-    decentralized_mesh(&planes).await;
-    let mut operators: Vec<Option<Operator>> =
-        planes.iter().map(|p| Some(start_operator(p))).collect();
-    for (k, plane) in planes.iter().enumerate() {
-        eventually(&format!("{}'s own Peers", NAMES[k]), CONVERGE, || async {
-            peer_names(plane).await == others(k, &["node-0"])
-        })
-        .await;
-    }
+    let (planes, mut operators) = meshed_decentralized().await;
     // `connect --read-only` may not read Peers: a cannot tell.
     for name in ["b", "c"] {
         let said = a_says_of(&planes, name).await;

@@ -107,7 +107,7 @@ impl Node {
             if !Path::new(binary).exists() {
                 return Err(NodeError::Missing(
                     binary.into(),
-                    "run `make node-packages` (hack/node-packages.sh)",
+                    "run `make node-packages`",
                 ));
             }
         }
