@@ -27,7 +27,7 @@ use crate::{
 /// Longest a cold start may take before the run is given up.
 const TIMEOUT: Duration = Duration::from_secs(1800);
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct ColdStart {
     pub nodes_per_cluster: u32,
     /// Peers written in all, on all clusters.

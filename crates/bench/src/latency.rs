@@ -22,7 +22,7 @@ use crate::{
 /// How long one event may take before the run is given up.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Latency {
     pub nodes_per_cluster: u32,
     /// Node created → its Peer present on both other clusters.

@@ -15,6 +15,7 @@ mod frozen_remote;
 mod latency;
 mod manual;
 mod operator;
+mod plot;
 mod report;
 mod stats;
 mod watch;
@@ -43,13 +44,18 @@ struct Args {
     events: usize,
 
     /// Node additions with every cluster healthy, then as many with one
-    /// remote frozen, at the latency scale (0 skips the scenario).
+    /// remote frozen, at `--frozen-nodes` (0 skips the scenario).
     #[arg(long, default_value_t = 50)]
     frozen_events: usize,
 
-    /// Scale (nodes per cluster) at which latency is measured.
+    /// Scales (nodes per cluster) at which latency is measured: several
+    /// make a curve of latency against size.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    latency_nodes: Vec<u32>,
+
+    /// Scale at which one frozen remote is measured.
     #[arg(long, default_value_t = 100)]
-    latency_nodes: u32,
+    frozen_nodes: u32,
 
     /// How long heartbeats are sent (0 skips the churn scenario).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
@@ -93,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
         operator_qps: operator::QPS,
         write_concurrency: operator::WRITE_CONCURRENCY,
         cold_start: Vec::new(),
-        latency: None,
+        latency: Vec::new(),
         frozen_remote: None,
         churn: None,
         manual: None,
@@ -109,11 +115,12 @@ async fn main() -> anyhow::Result<()> {
         let log = logs.join(format!("operator-{nodes}.log"));
         let (mut cold, mut running) = cold_start::run(&fleet, &binary, &mesh, &log).await?;
         eprintln!("bench: cold start 3x{nodes}: {:.2} s", cold.seconds);
-        if nodes == args.latency_nodes && args.events > 0 {
-            results.latency = Some(latency::run(&fleet, &mut running, args.events).await?);
-            eprintln!("bench: latency measured");
+        if args.latency_nodes.contains(&nodes) && args.events > 0 {
+            let latency = latency::run(&fleet, &mut running, args.events).await?;
+            results.latency.push(latency);
+            eprintln!("bench: latency at 3x{nodes} measured");
         }
-        if nodes == args.latency_nodes && args.frozen_events > 0 {
+        if nodes == args.frozen_nodes && args.frozen_events > 0 {
             let frozen = frozen_remote::run(&fleet, &mesh, args.frozen_events).await?;
             results.frozen_remote = Some(frozen);
             eprintln!("bench: one frozen remote measured");
@@ -143,11 +150,19 @@ async fn main() -> anyhow::Result<()> {
         }
         results.cold_start.push(cold);
     }
-    for (what, scale, wanted) in [
-        ("latency", args.latency_nodes, args.events > 0),
+    let latency = args
+        .latency_nodes
+        .iter()
+        .map(|&n| ("latency", n, args.events > 0));
+    for (what, scale, wanted) in latency.chain([
+        (
+            "one frozen remote",
+            args.frozen_nodes,
+            args.frozen_events > 0,
+        ),
         ("churn", args.churn_nodes, !args.churn_duration.is_zero()),
         ("manual", args.manual_nodes, args.manual_nodes > 0),
-    ] {
+    ]) {
         if wanted && !scales.contains(&scale) {
             eprintln!("bench: {what} skipped: its scale {scale} is not in --nodes");
         }
@@ -155,6 +170,9 @@ async fn main() -> anyhow::Result<()> {
     print!("{}", results.table());
     let path = results.write(&args.out)?;
     println!("\nwritten to {}", path.display());
+    let curves = path.with_extension("svg");
+    plot::curves(&results, &curves)?;
+    println!("curves in {}", curves.display());
     Ok(())
 }
 

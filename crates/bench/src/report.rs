@@ -20,7 +20,8 @@ pub struct Results {
     pub operator_qps: u32,
     pub write_concurrency: usize,
     pub cold_start: Vec<ColdStart>,
-    pub latency: Option<Latency>,
+    /// One per scale of `--latency-nodes`, smallest first.
+    pub latency: Vec<Latency>,
     pub frozen_remote: Option<FrozenRemote>,
     pub churn: Option<Churn>,
     pub manual: Option<ManualComparison>,
@@ -143,7 +144,7 @@ impl Results {
                 .map_or("not within 120 s".to_owned(), |s| format!("{s:.1} s"));
             let _ = writeln!(out, "b reported unreachable after {detected}");
         }
-        if let Some(l) = &self.latency {
+        for l in &self.latency {
             let _ = writeln!(
                 out,
                 "\nConvergence latency, 3x{} nodes, {} events (ms)",
