@@ -232,20 +232,28 @@ pub fn plan(
     // A cluster whose own operator of this mesh writes its Peers is left to
     // it: always with `LocalCluster` placement; from a hub once that
     // operator has taken the cluster's Peers over.
+    let cluster_writers: BTreeMap<&str, ClusterWriter> = clusters
+        .iter()
+        .map(|target| {
+            let writes_itself = |view: &ClusterView| {
+                let own = Writer::Sibling(target.name.clone());
+                view.peers.iter().any(|p| writers.of(p) == own)
+            };
+            let writer = if target.local {
+                ClusterWriter::ThisOperator
+            } else if spec.peer_placement == PeerPlacement::LocalCluster {
+                ClusterWriter::OwnOperator
+            } else if observation(&target.name).view().is_some_and(writes_itself) {
+                ClusterWriter::OwnOperatorTookOver
+            } else {
+                ClusterWriter::ThisOperator
+            };
+            (target.name.as_str(), writer)
+        })
+        .collect();
     let writer = |target: &ClusterSpec| {
-        let writes_itself = |view: &ClusterView| {
-            let own = Writer::Sibling(target.name.clone());
-            view.peers.iter().any(|p| writers.of(p) == own)
-        };
-        if target.local {
-            ClusterWriter::ThisOperator
-        } else if spec.peer_placement == PeerPlacement::LocalCluster {
-            ClusterWriter::OwnOperator
-        } else if observation(&target.name).view().is_some_and(writes_itself) {
-            ClusterWriter::OwnOperatorTookOver
-        } else {
-            ClusterWriter::ThisOperator
-        }
+        let writer = cluster_writers.get(target.name.as_str());
+        writer.copied().unwrap_or_default()
     };
 
     // Every Peer this mesh keeps on a readable cluster it writes, for the
