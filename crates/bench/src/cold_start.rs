@@ -49,13 +49,15 @@ pub struct ColdStart {
     pub peak_rss_mib: f64,
 }
 
-/// Starts the operator on a new mesh `name` and waits for it to converge.
-/// Returns the figures so far (no floor yet) and the running operator.
+/// Starts the operator (client limit `qps`) on a new mesh `name` and waits
+/// for it to converge. Returns the figures so far (no floor yet) and the
+/// running operator.
 pub async fn run(
     fleet: &Fleet,
     binary: &Path,
     name: &str,
     log: &Path,
+    qps: u32,
 ) -> anyhow::Result<(ColdStart, Operator)> {
     let clusters = fleet.names().len();
     let expected = (clusters - 1) * fleet.node_count() as usize;
@@ -64,7 +66,7 @@ pub async fn run(
         .collect();
     fleet.create_mesh(name).await?;
     let started = Instant::now();
-    let mut operator = Operator::start(binary, fleet.hub_kubeconfig(), name, log)?;
+    let mut operator = Operator::start(binary, fleet.hub_kubeconfig(), name, log, qps)?;
     for (c, watch) in peers.iter().enumerate() {
         if !watch.wait_for(TIMEOUT, |w| w.count() >= expected).await {
             bail!(

@@ -73,6 +73,11 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     manual_nodes: u32,
 
+    /// The operator's `--kube-api-qps` (its burst is twice that); the
+    /// operator's own default is 50.
+    #[arg(long, default_value_t = operator::QPS)]
+    operator_qps: u32,
+
     /// Where the JSON results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -96,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
         date: Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
         machine: Machine::this(),
         versions: versions(&fleet, &binary).await?,
-        operator_qps: operator::QPS,
+        operator_qps: args.operator_qps,
         write_concurrency: operator::WRITE_CONCURRENCY,
         cold_start: Vec::new(),
         latency: Vec::new(),
@@ -113,7 +118,8 @@ async fn main() -> anyhow::Result<()> {
         );
         let mesh = format!("bench-{nodes}");
         let log = logs.join(format!("operator-{nodes}.log"));
-        let (mut cold, mut running) = cold_start::run(&fleet, &binary, &mesh, &log).await?;
+        let (mut cold, mut running) =
+            cold_start::run(&fleet, &binary, &mesh, &log, args.operator_qps).await?;
         eprintln!("bench: cold start 3x{nodes}: {:.2} s", cold.seconds);
         if args.latency_nodes.contains(&nodes) && args.events > 0 {
             let latency = latency::run(&fleet, &mut running, args.events).await?;

@@ -17,9 +17,9 @@ use crate::fleet::NAMESPACE;
 /// floor's plain client uses too.
 pub const WRITE_CONCURRENCY: usize = 16;
 
-/// Client-side rate limit given to the operator: high enough that the API
-/// servers, not the token bucket, set the pace (the default, 50/s, is
-/// client-go's and protects a shared API server; see docs/performance.md).
+/// Client-side rate limit given to the operator unless `--operator-qps`
+/// says otherwise: high enough that the API servers, not the token bucket,
+/// set the pace (see docs/performance.md for the operator's own default).
 pub const QPS: u32 = 5000;
 
 /// A running `kilo-clustermesh-operator run`.
@@ -75,12 +75,14 @@ impl Sample {
 
 impl Operator {
     /// Starts the operator against the hub in `kubeconfig`, leader-elected
-    /// on a new Lease `lease` as a first install would be, its logs in `log`.
+    /// on a new Lease `lease` as a first install would be, its logs in `log`,
+    /// its clients limited to `qps` requests a second (burst twice that).
     pub fn start(
         binary: &Path,
         kubeconfig: &Path,
         lease: &str,
         log: &Path,
+        qps: u32,
     ) -> anyhow::Result<Self> {
         let metrics_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let log_file = std::fs::File::create(log)?;
@@ -90,8 +92,8 @@ impl Operator {
             .args(["--leader-election-namespace", NAMESPACE])
             .args(["--leader-election-lease", lease])
             .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
-            .arg(format!("--kube-api-qps={QPS}"))
-            .arg(format!("--kube-api-burst={}", 2 * QPS))
+            .arg(format!("--kube-api-qps={qps}"))
+            .arg(format!("--kube-api-burst={}", 2 * qps))
             .arg(format!("--write-concurrency={WRITE_CONCURRENCY}"))
             // The fleet's nodes check in only during the churn scenario:
             // none may count as silent over a whole run.
