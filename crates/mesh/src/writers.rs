@@ -18,7 +18,9 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    identity::{MANAGED_BY, MANAGED_BY_LABEL, MESH_ANNOTATION, MESH_LABEL, MeshIdentity},
+    identity::{
+        CLUSTER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MESH_ANNOTATION, MESH_LABEL, MeshIdentity,
+    },
     observe::ObservedPeer,
 };
 
@@ -38,7 +40,8 @@ pub enum Writer {
     This,
     /// The same mesh's operator on another of its clusters (named).
     Sibling(String),
-    /// The same mesh, released by the operator that wrote it.
+    /// The same mesh, released by the operator that wrote it, for a node of
+    /// one of this mesh's clusters.
     Released,
     /// Another kilo-clustermesh-operator mesh (`namespace/name`), written
     /// from `cluster` when that is one of this mesh's clusters.
@@ -103,7 +106,10 @@ impl<'a> Writers<'a> {
             .cloned()
             .unwrap_or_default();
         if mesh == self.annotation {
-            if label == RELEASED {
+            // Released by a mesh of the same name: this mesh's only if it
+            // describes a node of one of its clusters.
+            let source = peer.labels.get(CLUSTER_LABEL);
+            if label == RELEASED && source.is_some_and(|c| self.clusters.contains(&c.as_str())) {
                 return Writer::Released;
             }
             if let Some(cluster) = self.siblings.get(label) {

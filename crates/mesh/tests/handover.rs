@@ -303,3 +303,23 @@ fn a_clusters_own_operator_peering_us_back_is_counted_where_its_peers_are_known(
     assert_eq!(back(&observations, "c"), None);
     assert_eq!(back(&observations, "a"), None, "a writes its own");
 }
+
+#[test]
+fn a_released_peer_of_a_same_named_mesh_for_a_cluster_not_in_this_one_is_left_alone() {
+    let mut observations = fresh(1);
+    converge(&spec(), &mut observations);
+    // A mesh also named kilo-system/mesh, meshing c with a cluster z this
+    // mesh does not have, released its Peer for z's node on c.
+    let mut theirs = peers(&observations, "c")[0].clone();
+    theirs.name = "z.node-0".into();
+    theirs.labels.insert(MESH_LABEL.into(), RELEASED.into());
+    theirs.labels.insert(mesh::CLUSTER_LABEL.into(), "z".into());
+    view_mut(&mut observations, "c").peers.push(theirs);
+    let plan = converge(&spec(), &mut observations);
+    assert!(plan.writes.is_empty());
+    assert!(
+        peers(&observations, "c")
+            .iter()
+            .any(|p| p.name == "z.node-0")
+    );
+}
