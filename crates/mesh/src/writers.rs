@@ -105,11 +105,11 @@ impl<'a> Writers<'a> {
             .get(MESH_ANNOTATION)
             .cloned()
             .unwrap_or_default();
-        if mesh == self.annotation {
-            // Released by a mesh of the same name: this mesh's only if it
-            // describes a node of one of its clusters.
-            let source = peer.labels.get(CLUSTER_LABEL);
-            if label == RELEASED && source.is_some_and(|c| self.clusters.contains(&c.as_str())) {
+        // A mesh of the same name is this one only where the Peer describes
+        // a node of one of this mesh's clusters.
+        let source = peer.labels.get(CLUSTER_LABEL);
+        if mesh == self.annotation && source.is_some_and(|c| self.clusters.contains(&c.as_str())) {
+            if label == RELEASED {
                 return Writer::Released;
             }
             if let Some(cluster) = self.siblings.get(label) {
