@@ -68,12 +68,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub allow_insecure_kubeconfig: bool,
 
-    /// Requests per second each cluster's client may send (as client-go's QPS).
-    #[arg(long, default_value = "50")]
+    /// Requests per second each cluster's client may send (as client-go's
+    /// QPS). 200 lets a large mesh converge as fast as its API servers write
+    /// (docs/performance.md#client-limits).
+    #[arg(long, default_value = "200")]
     pub kube_api_qps: NonZeroU32,
 
     /// Requests a client may send at once above the QPS (as client-go's burst).
-    #[arg(long, default_value = "100")]
+    #[arg(long, default_value = "400")]
     pub kube_api_burst: NonZeroU32,
 
     /// Peer writes in flight at once per cluster.
