@@ -55,14 +55,23 @@ fn plan_as(
     )
 }
 
+/// [`converge_as`] for the operator on `local` whose mesh has `placement`.
+fn converge_on(
+    local: &str,
+    placement: PeerPlacement,
+    observations: &mut BTreeMap<String, Observation>,
+) -> mesh::Plan {
+    converge_as(
+        &identity_of(local),
+        &spec_on(local, placement),
+        observations,
+    )
+}
+
 /// The world a hub on `a` left: every cluster holds the others' nodes.
 fn hub_mesh() -> BTreeMap<String, Observation> {
     let mut observations = fresh(2);
-    converge_as(
-        &identity_of("a"),
-        &spec_on("a", AllClusters),
-        &mut observations,
-    );
+    converge_on("a", AllClusters, &mut observations);
     observations
 }
 
@@ -80,11 +89,7 @@ fn a_clusters_own_operator_takes_the_hubs_peers_over_in_place_and_the_hub_steps_
     assert_eq!(writes.apply.len(), 4, "every Peer on b is taken over");
     assert_eq!(plan_b.writes.keys().collect::<Vec<_>>(), ["b"]);
     assert!(plan_b.report.peer_conflicts.is_empty());
-    converge_as(
-        &identity_of("b"),
-        &spec_on("b", LocalCluster),
-        &mut observations,
-    );
+    converge_on("b", LocalCluster, &mut observations);
     assert_eq!(labelled(&observations, "b"), [b.as_str()]);
     assert_eq!(
         specs(&observations),
@@ -94,11 +99,7 @@ fn a_clusters_own_operator_takes_the_hubs_peers_over_in_place_and_the_hub_steps_
 
     // The hub now leaves b to its own operator, keeps writing a and c, and
     // says so.
-    let plan_a = converge_as(
-        &identity_of("a"),
-        &spec_on("a", AllClusters),
-        &mut observations,
-    );
+    let plan_a = converge_on("a", AllClusters, &mut observations);
     assert_eq!(labelled(&observations, "b"), [b.as_str()]);
     assert_eq!(labelled(&observations, "c"), [hub.as_str()]);
     let writer = |name: &str| {
@@ -137,11 +138,7 @@ fn a_hub_takes_over_in_place_what_a_clusters_operator_released() {
     // Decentralized: each cluster's own operator wrote its own Peers.
     let mut observations = fresh(2);
     for local in ["a", "b", "c"] {
-        converge_as(
-            &identity_of(local),
-            &spec_on(local, LocalCluster),
-            &mut observations,
-        );
+        converge_on(local, LocalCluster, &mut observations);
     }
     let before = specs(&observations);
     let hub = identity_of("a").label_value();
@@ -155,11 +152,7 @@ fn a_hub_takes_over_in_place_what_a_clusters_operator_released() {
     assert!(!plan_a.writes.contains_key("b"));
     assert!(plan_a.writes["c"].delete.is_empty());
     assert_eq!(plan_a.writes["c"].apply.len(), 4);
-    converge_as(
-        &identity_of("a"),
-        &spec_on("a", AllClusters),
-        &mut observations,
-    );
+    converge_on("a", AllClusters, &mut observations);
     assert_eq!(labelled(&observations, "c"), [hub.as_str()]);
     assert_eq!(
         specs(&observations),
@@ -171,11 +164,7 @@ fn a_hub_takes_over_in_place_what_a_clusters_operator_released() {
     for peer in &mut view_mut(&mut observations, "b").peers {
         peer.labels.insert(MESH_LABEL.into(), RELEASED.into());
     }
-    let plan_a = converge_as(
-        &identity_of("a"),
-        &spec_on("a", AllClusters),
-        &mut observations,
-    );
+    let plan_a = converge_on("a", AllClusters, &mut observations);
     assert_eq!(labelled(&observations, "b"), [hub.as_str()]);
     assert_eq!(specs(&observations), before);
     assert!(
@@ -192,11 +181,7 @@ fn two_hubs_of_one_mesh_are_both_named_and_neither_touches_the_others_peers() {
     let mut observations = hub_mesh();
     // A second hub of the same mesh on b: it takes b's Peers (its own
     // cluster), and finds the first hub's on c.
-    let plan_b = converge_as(
-        &identity_of("b"),
-        &spec_on("b", AllClusters),
-        &mut observations,
-    );
+    let plan_b = converge_on("b", AllClusters, &mut observations);
     let hub = identity_of("a").label_value();
     assert_eq!(labelled(&observations, "c"), [hub.as_str()]);
     assert!(
@@ -279,11 +264,7 @@ fn conflict_message(report: &mesh::Report) -> String {
 fn a_clusters_own_operator_peering_us_back_is_counted_where_its_peers_are_known() {
     let mut observations = fresh(2);
     for local in ["a", "b", "c"] {
-        converge_as(
-            &identity_of(local),
-            &spec_on(local, LocalCluster),
-            &mut observations,
-        );
+        converge_on(local, LocalCluster, &mut observations);
     }
     let back = |observations: &BTreeMap<String, Observation>, name: &str| {
         let plan = plan_as("a", LocalCluster, observations);
