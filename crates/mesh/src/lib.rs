@@ -52,4 +52,4 @@ pub use plan::{
 };
 pub use spec::SpecError;
 pub use status::{FailingWrites, MeshCondition, conditions, status};
-pub use writers::{PEERS_ON_DELETE_ANNOTATION, RELEASED, Writer, Writers};
+pub use writers::{PEERS_ON_DELETE_ANNOTATION, RELEASED, Writer};

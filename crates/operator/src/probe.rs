@@ -1,7 +1,10 @@
 //! The health probe of every cluster: two cheap authenticated reads (one
 //! Node, one Peer), bounded in time, every few seconds. Watches alone cannot
 //! tell a frozen API server (connections open, no answers) or a revoked
-//! token (old watches keep streaming) from a quiet cluster.
+//! token (old watches keep streaming) from a quiet cluster. On a cluster
+//! whose Peers are not watched, the probe also takes a census of the Peers
+//! kilo-clustermesh-operators wrote there, now and then, where the token
+//! may list them: whether that cluster's own operator peered us back.
 
 use std::{collections::BTreeMap, time::Duration};
 
