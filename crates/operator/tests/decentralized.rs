@@ -14,13 +14,16 @@ use std::collections::BTreeMap;
 
 use api::{ClusterEntry, ClusterMesh, ClusterMeshSpec, ClusterStatus, PeerPlacement, PeerWriter};
 use common::*;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::{
+    core::v1::Event,
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
 use kube::{Api, api::PostParams};
 use kube::{
     ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
 };
-use mesh::{MESH_LABEL, MeshIdentity, PEERS_ON_DELETE_ANNOTATION};
+use mesh::{MESH_LABEL, MeshIdentity, PEERS_ON_DELETE_ANNOTATION, RELEASED};
 use testkit::ControlPlane;
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -440,4 +443,67 @@ async fn whether_a_neighbour_peered_us_back_is_told_where_its_peers_may_be_read(
     )
     .await;
     drop(operators);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_deleted_with_an_unknown_policy_keeps_its_peers_until_told_release() {
+    let planes = two_cluster_mesh().await;
+    let _operator = start_operator(&planes[0]);
+    for (k, peer) in [(0, "b.node-0"), (1, "a.node-0")] {
+        peered_on(&planes, k, peer).await;
+    }
+    let meshes = Api::<ClusterMesh>::namespaced(planes[0].admin_client(), NAMESPACE);
+    let annotate = |value: &str| serde_json::json!({"metadata": {"annotations": {PEERS_ON_DELETE_ANNOTATION: value}}});
+    meshes
+        .patch(
+            "mesh",
+            &PatchParams::default(),
+            &Patch::Merge(&annotate("keep")),
+        )
+        .await
+        .unwrap();
+    meshes
+        .delete("mesh", &DeleteParams::default())
+        .await
+        .unwrap();
+    let events = Api::<Event>::namespaced(planes[0].admin_client(), NAMESPACE);
+    eventually("a CleanupRefused Event", CONVERGE, || async {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("CleanupRefused")
+                && e.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("\"keep\" is neither \"delete\" nor \"release\""))
+        })
+    })
+    .await;
+    assert!(meshes.get_opt("mesh").await.unwrap().is_some());
+    for (k, peer) in [(0, "b.node-0"), (1, "a.node-0")] {
+        assert_eq!(peer_names(&planes[k]).await, [peer], "kept on {}", NAMES[k]);
+    }
+
+    meshes
+        .patch(
+            "mesh",
+            &PatchParams::default(),
+            &Patch::Merge(&annotate("release")),
+        )
+        .await
+        .unwrap();
+    eventually("the mesh gone", CONVERGE, || async {
+        meshes.get_opt("mesh").await.unwrap().is_none()
+    })
+    .await;
+    for (k, peer) in [(0, "b.node-0"), (1, "a.node-0")] {
+        let left = peers(&planes[k]).await;
+        let released = left
+            .get(peer)
+            .and_then(|p| p.labels().get(MESH_LABEL).cloned());
+        assert_eq!(
+            released.as_deref(),
+            Some(RELEASED),
+            "{peer} on {}",
+            NAMES[k]
+        );
+    }
 }
