@@ -260,8 +260,8 @@ async fn a_node_whose_kilo_stops_checking_in_leaves_the_mesh_and_comes_back() {
     // The status is written after the pass hands its writes over.
     eventually("NotCheckingIn in the status", CONVERGE, || async {
         let status = mesh_status(&planes[0], "mesh").await;
-        let b = status.clusters.iter().find(|c| c.name == "b").unwrap();
-        b.skipped.iter().any(|s| s.reason == "NotCheckingIn")
+        let b = status.clusters.iter().find(|c| c.name == "b");
+        b.is_some_and(|b| b.skipped.iter().any(|s| s.reason == "NotCheckingIn"))
     })
     .await;
     let status = mesh_status(&planes[0], "mesh").await;
@@ -395,9 +395,19 @@ async fn a_location_cluster_is_peered_through_its_leaders_and_follows_a_new_lead
     );
     // Peers written into b stay one per node of a: Kilo puts them on its leaders.
     assert_eq!(peer_names(&planes[1]).await, ["a.node-0"]);
-    let status = mesh_status(&planes[0], "mesh").await;
-    let b = status.clusters.iter().find(|c| c.name == "b").unwrap();
-    assert_eq!(b.registered_peers, 3);
+    // The status lands after the Peers (their writers send them first).
+    eventually(
+        "b's three nodes counted in the status",
+        CONVERGE,
+        || async {
+            let status = mesh_status(&planes[0], "mesh").await;
+            status
+                .clusters
+                .iter()
+                .any(|c| c.name == "b" && c.registered_peers == 3)
+        },
+    )
+    .await;
 
     // An admin makes node-1 rack-1's leader; Kilo moves the WireGuard IP.
     annotate_node(&planes[1], "node-1", serde_json::json!({"kilo.squat.ai/leader": "true", "kilo.squat.ai/wireguard-ip": "10.102.0.2/24"})).await;
