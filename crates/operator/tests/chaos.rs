@@ -119,6 +119,9 @@ struct World {
     /// Remotes whose Secret is deleted until the round heals.
     secret_deleted: BTreeSet<&'static str>,
     c_in_spec: bool,
+    /// Whether c was out of the spec at some time since the round began:
+    /// the mesh's Peers on c, and c's elsewhere, were then removed on purpose.
+    c_taken_out_this_round: bool,
     /// The events and checks, each with the seconds since the run began.
     log: Vec<String>,
     began: Instant,
@@ -210,6 +213,7 @@ impl World {
             partitioned: BTreeMap::new(),
             secret_deleted: BTreeSet::new(),
             c_in_spec: true,
+            c_taken_out_this_round: false,
             log: vec![],
             began: Instant::now(),
         };
@@ -438,6 +442,7 @@ impl World {
             }
             Event::DropClusterC => {
                 self.c_in_spec = !self.c_in_spec;
+                self.c_taken_out_this_round |= !self.c_in_spec;
                 let result = self
                     .patch_spec(serde_json::json!({"clusters": self.spec_entries()}))
                     .await;
@@ -494,6 +499,7 @@ impl World {
     async fn heal(&mut self) -> Result<(), String> {
         // Checked before the partitions end: nothing was removed for them.
         let partitioned = std::mem::take(&mut self.partitioned);
+        let c_taken_out = std::mem::replace(&mut self.c_taken_out_this_round, !self.c_in_spec);
         for (remote, before) in &partitioned {
             let now = self.peers_of_source(remote).await;
             for (k, names) in before {
@@ -501,8 +507,10 @@ impl World {
                     .difference(now.get(k).unwrap_or(&BTreeSet::new()))
                     .cloned()
                     .collect();
-                // Taking c out of the spec removes its Peers on purpose.
-                if !lost.is_empty() && (*remote != "c" || self.c_in_spec) {
+                // Taking c out of the spec removes its Peers, and the
+                // mesh's Peers on c, on purpose.
+                let on_purpose = c_taken_out && (*remote == "c" || NAMES[*k] == "c");
+                if !lost.is_empty() && !on_purpose {
                     return Err(format!(
                         "Peers of partitioned {remote} removed from {}: {lost:?}",
                         NAMES[*k]
