@@ -277,11 +277,7 @@ async fn a_hub_mesh_moves_to_decentralized_and_back_handing_every_peer_over_in_p
     let uids = peer_uids(&planes).await;
     for h in [1, 2] {
         let meshes = Api::<ClusterMesh>::namespaced(planes[h].admin_client(), NAMESPACE);
-        let release = serde_json::json!({"metadata": {"annotations": {PEERS_ON_DELETE_ANNOTATION: "release"}}});
-        meshes
-            .patch("mesh", &PatchParams::default(), &Patch::Merge(&release))
-            .await
-            .unwrap();
+        set_peers_on_delete(&meshes, "release").await;
         meshes
             .delete("mesh", &DeleteParams::default())
             .await
@@ -445,23 +441,28 @@ async fn whether_a_neighbour_peered_us_back_is_told_where_its_peers_may_be_read(
     drop(operators);
 }
 
+/// In [`two_cluster_mesh`]: each cluster, and the Peer of the other's node.
+const EACH_OTHERS_PEER: [(usize, &str); 2] = [(0, "b.node-0"), (1, "a.node-0")];
+
+/// Sets ClusterMesh `mesh`'s `kilo-clustermesh.io/peers-on-delete` annotation.
+async fn set_peers_on_delete(meshes: &Api<ClusterMesh>, value: &str) {
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {PEERS_ON_DELETE_ANNOTATION: value}}});
+    meshes
+        .patch("mesh", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mesh_deleted_with_an_unknown_policy_keeps_its_peers_until_told_release() {
     let planes = two_cluster_mesh().await;
     let _operator = start_operator(&planes[0]);
-    for (k, peer) in [(0, "b.node-0"), (1, "a.node-0")] {
+    for (k, peer) in EACH_OTHERS_PEER {
         peered_on(&planes, k, peer).await;
     }
     let meshes = Api::<ClusterMesh>::namespaced(planes[0].admin_client(), NAMESPACE);
-    let annotate = |value: &str| serde_json::json!({"metadata": {"annotations": {PEERS_ON_DELETE_ANNOTATION: value}}});
-    meshes
-        .patch(
-            "mesh",
-            &PatchParams::default(),
-            &Patch::Merge(&annotate("keep")),
-        )
-        .await
-        .unwrap();
+    set_peers_on_delete(&meshes, "keep").await;
     meshes
         .delete("mesh", &DeleteParams::default())
         .await
@@ -478,23 +479,16 @@ async fn a_mesh_deleted_with_an_unknown_policy_keeps_its_peers_until_told_releas
     })
     .await;
     assert!(meshes.get_opt("mesh").await.unwrap().is_some());
-    for (k, peer) in [(0, "b.node-0"), (1, "a.node-0")] {
+    for (k, peer) in EACH_OTHERS_PEER {
         assert_eq!(peer_names(&planes[k]).await, [peer], "kept on {}", NAMES[k]);
     }
 
-    meshes
-        .patch(
-            "mesh",
-            &PatchParams::default(),
-            &Patch::Merge(&annotate("release")),
-        )
-        .await
-        .unwrap();
+    set_peers_on_delete(&meshes, "release").await;
     eventually("the mesh gone", CONVERGE, || async {
         meshes.get_opt("mesh").await.unwrap().is_none()
     })
     .await;
-    for (k, peer) in [(0, "b.node-0"), (1, "a.node-0")] {
+    for (k, peer) in EACH_OTHERS_PEER {
         let left = peers(&planes[k]).await;
         let released = left
             .get(peer)
