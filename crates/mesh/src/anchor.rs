@@ -3,7 +3,10 @@
 //! WireGuard keeps one peer per public key, so two Peers with one key would
 //! overwrite each other's routes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use crate::node::EligibleNode;
 
@@ -12,7 +15,7 @@ use crate::node::EligibleNode;
 /// is eligible. Otherwise Ready nodes come first, then Kilo leaders, then the
 /// lowest name.
 pub fn choose(
-    eligible: &BTreeMap<String, EligibleNode>,
+    eligible: &BTreeMap<String, Arc<EligibleNode>>,
     current: &BTreeSet<String>,
 ) -> Option<String> {
     if let Some(kept) = current.iter().find(|name| eligible.contains_key(*name)) {
@@ -29,7 +32,7 @@ mod tests {
     use super::*;
     use crate::node::tests::{check_full, node, plain_cluster};
 
-    fn eligible(nodes: &[(&str, bool, bool)]) -> BTreeMap<String, EligibleNode> {
+    fn eligible(nodes: &[(&str, bool, bool)]) -> BTreeMap<String, Arc<EligibleNode>> {
         let cluster = plain_cluster();
         nodes
             .iter()
@@ -46,7 +49,7 @@ mod tests {
                         .insert("kilo.squat.ai/leader".into(), "true".into());
                 }
                 let node = check_full(&view, &cluster, &BTreeSet::new(), false, None).unwrap();
-                (name.to_string(), node)
+                (name.to_string(), Arc::new(node))
             })
             .collect()
     }

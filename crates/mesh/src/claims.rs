@@ -5,7 +5,7 @@
 //! the node's names decide) and the other is skipped with a reason naming
 //! the node that kept it.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use api::WireGuardKey;
 use ipnet::IpNet;
@@ -15,58 +15,58 @@ use crate::{
     plan::SkippedNode,
 };
 
+/// A node of the mesh: its cluster and its name.
+type Holder<'a> = (&'a str, &'a str);
+
 /// Removes from `eligible` (per cluster, by node name) every node that
 /// would share a key or a range with an older node anywhere in the mesh.
 /// Returns the nodes removed, per cluster.
 pub fn settle(
-    eligible: &mut BTreeMap<String, BTreeMap<String, EligibleNode>>,
+    eligible: &mut BTreeMap<String, BTreeMap<String, Arc<EligibleNode>>>,
 ) -> BTreeMap<String, Vec<SkippedNode>> {
-    let mut order: Vec<(i64, &str, &str)> = eligible
+    let mut order: Vec<(i64, Holder, &EligibleNode)> = eligible
         .iter()
         .flat_map(|(cluster, nodes)| {
             nodes
                 .values()
-                .map(move |n| (n.created, cluster.as_str(), n.name.as_str()))
+                .map(move |n| (n.created, (cluster.as_str(), n.name.as_str()), &**n))
         })
         .collect();
-    order.sort_unstable();
-    let mut keys: BTreeMap<&WireGuardKey, String> = BTreeMap::new();
+    order.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut keys: BTreeMap<&WireGuardKey, Holder> = BTreeMap::new();
     let mut ranges = Ranges::default();
     let mut losers: Vec<(String, SkippedNode)> = Vec::new();
-    for (_, cluster, name) in order {
-        let Some(node) = eligible.get(cluster).and_then(|nodes| nodes.get(name)) else {
-            continue;
-        };
-        let holder = format!("{cluster}/{name}");
+    let named = |(cluster, name): Holder| format!("{cluster}/{name}");
+    for (_, holder, node) in order {
         let reason = if let Some(older) = keys.get(&node.key) {
-            Some(SkipReason::DuplicateKey(older.clone()))
+            Some(SkipReason::DuplicateKey(named(*older)))
         } else {
             node.allowed_ips
                 .iter()
                 .find_map(|range| ranges.holder(range).map(|older| (range, older)))
                 .map(|(range, older)| {
                     if Some(*range) == node.wireguard_ip {
-                        SkipReason::DuplicateWireGuardIP(older.to_owned())
+                        SkipReason::DuplicateWireGuardIP(named(older))
                     } else {
                         SkipReason::PodCIDROverlapsNode {
                             cidr: range.to_string(),
-                            holder: older.to_owned(),
+                            holder: named(older),
                         }
                     }
                 })
         };
         match reason {
             Some(reason) => losers.push((
-                cluster.to_owned(),
+                holder.0.to_owned(),
                 SkippedNode {
-                    name: name.to_owned(),
+                    name: holder.1.to_owned(),
                     reason,
                 },
             )),
             None => {
-                keys.insert(&node.key, holder.clone());
+                keys.insert(&node.key, holder);
                 for range in &node.allowed_ips {
-                    ranges.claim(*range, holder.clone());
+                    ranges.claim(*range, holder);
                 }
             }
         }
@@ -85,11 +85,11 @@ pub fn settle(
 /// that starts last at or before a range's end is the only one that can
 /// overlap it.
 #[derive(Default)]
-struct Ranges {
-    claimed: BTreeMap<(bool, u128), (u128, String)>,
+struct Ranges<'a> {
+    claimed: BTreeMap<(bool, u128), (u128, Holder<'a>)>,
 }
 
-impl Ranges {
+impl<'a> Ranges<'a> {
     fn bounds(range: &IpNet) -> (bool, u128, u128) {
         match range {
             IpNet::V4(v4) => (
@@ -102,13 +102,13 @@ impl Ranges {
     }
 
     /// Who claimed a range overlapping `range`, if anyone.
-    fn holder(&self, range: &IpNet) -> Option<&str> {
+    fn holder(&self, range: &IpNet) -> Option<Holder<'a>> {
         let (v6, first, last) = Self::bounds(range);
         let (&(family, _), (end, holder)) = self.claimed.range(..=(v6, last)).next_back()?;
-        (family == v6 && *end >= first).then_some(holder.as_str())
+        (family == v6 && *end >= first).then_some(*holder)
     }
 
-    fn claim(&mut self, range: IpNet, holder: String) {
+    fn claim(&mut self, range: IpNet, holder: Holder<'a>) {
         let (v6, first, last) = Self::bounds(&range);
         self.claimed.insert((v6, first), (last, holder));
     }
@@ -133,7 +133,7 @@ mod tests {
     fn eligible(
         cluster: &ClusterSpec,
         nodes: &[(&str, &str, &str, &str, i64)],
-    ) -> BTreeMap<String, EligibleNode> {
+    ) -> BTreeMap<String, Arc<EligibleNode>> {
         nodes
             .iter()
             .map(|(name, key, pod, wireguard, created)| {
@@ -142,7 +142,7 @@ mod tests {
                     .insert(crate::node::annotation::KEY.into(), (*key).into());
                 view.created = *created;
                 let checked = check_full(&view, cluster, &Default::default(), false, None).unwrap();
-                (name.to_string(), checked)
+                (name.to_string(), Arc::new(checked))
             })
             .collect()
     }

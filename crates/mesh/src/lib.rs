@@ -48,7 +48,7 @@ pub use node::{
 pub use observe::{ClusterView, NodeView, Observation, ObservedPeer, Unreachable};
 pub use plan::{
     ClusterReport, ClusterWriter, ClusterWrites, DesiredPeer, PeerConflict, PeerDeletion,
-    PeeredBack, Plan, Report, Settings, SkippedNode, applied, plan,
+    PeeredBack, Plan, Planner, Report, Settings, SkippedNode, applied, plan,
 };
 pub use spec::SpecError;
 pub use status::{FailingWrites, MeshCondition, conditions, status};

@@ -1,6 +1,6 @@
 //! Node eligibility: whether a node can be peered, and what its Peer routes.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use api::{PeerEndpoint, WireGuardKey};
 use ipnet::IpNet;
@@ -269,7 +269,7 @@ pub enum Granularity {
 
 impl Granularity {
     /// `location` when any node says so: Kilo runs with one flag cluster-wide.
-    pub fn of(nodes: &[NodeView]) -> Self {
+    pub fn of(nodes: &[Arc<NodeView>]) -> Self {
         let location = nodes.iter().any(|n| {
             n.annotations
                 .get(annotation::GRANULARITY)

@@ -1,7 +1,7 @@
 //! What the plan is fed: each cluster's nodes and Peers, stripped to plain
 //! data by the controller.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use api::PeerSpec;
 
@@ -29,6 +29,28 @@ pub struct NodeView {
     pub checked_in: Option<i64>,
 }
 
+impl NodeView {
+    /// Whether `other` is this node, changed at most in its check-in time:
+    /// a Kilo heartbeat, which changes nothing a node's check reads.
+    pub fn same_but_check_in(&self, other: &NodeView) -> bool {
+        let Self {
+            name,
+            pod_cidrs,
+            annotations,
+            ready,
+            created,
+            region,
+            checked_in: _,
+        } = self;
+        *name == other.name
+            && *pod_cidrs == other.pod_cidrs
+            && *annotations == other.annotations
+            && *ready == other.ready
+            && *created == other.created
+            && *region == other.region
+    }
+}
+
 /// A Peer as found on a cluster: any Peer this mesh owns, and any other whose
 /// name the mesh would use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,11 +65,13 @@ pub struct ObservedPeer {
     pub resource_version: Option<String>,
 }
 
-/// What was read of one cluster.
+/// What was read of one cluster. Nodes and Peers are shared with the
+/// caches they come from (and between passes), never copied: a pass that
+/// finds the same `Arc` as the last one knows the object did not change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterView {
-    pub nodes: Vec<NodeView>,
-    pub peers: Vec<ObservedPeer>,
+    pub nodes: Vec<Arc<NodeView>>,
+    pub peers: Vec<Arc<ObservedPeer>>,
     /// What identifies the cluster (the uid of its `kube-system`
     /// namespace), when it could be read: two entries with the same one
     /// reach the same cluster.

@@ -2,7 +2,7 @@
 //! must hold and the writes that get them there.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -19,7 +19,7 @@ use crate::{
     },
     naming::peer_name,
     node::{self, EligibleNode, Granularity, Liveness, SkipReason},
-    observe::{ClusterView, Observation, ObservedPeer, Unreachable},
+    observe::{ClusterView, NodeView, Observation, ObservedPeer, Unreachable},
     segment,
     spec::{self, ClusterSpec, SpecError},
     writers::{Writer, Writers},
@@ -155,8 +155,8 @@ pub struct Report {
 pub struct Plan {
     /// Per cluster this mesh writes on (every cluster, or with
     /// `LocalCluster` placement only the local one): every Peer it wants
-    /// there, by name.
-    pub desired: BTreeMap<String, BTreeMap<String, Arc<DesiredPeer>>>,
+    /// there, by source cluster, then by node.
+    pub desired: BTreeMap<String, Vec<Arc<DesiredPeer>>>,
     /// Per readable cluster: the writes that differ from what it holds.
     pub writes: BTreeMap<String, ClusterWrites>,
     pub report: Report,
@@ -165,9 +165,97 @@ pub struct Plan {
     pub recheck_at: Option<i64>,
 }
 
-/// Plans one pass. `observations` holds one entry per cluster name; a
-/// cluster without one counts as not yet read.
+/// Plans one pass from scratch. `observations` holds one entry per cluster
+/// name; a cluster without one counts as not yet read.
 pub fn plan(
+    spec: &ClusterMeshSpec,
+    identity: &MeshIdentity,
+    settings: &Settings,
+    observations: &BTreeMap<String, Observation>,
+) -> Plan {
+    Planner::default().plan(spec, identity, settings, observations)
+}
+
+/// Plans pass after pass for one mesh, deriving again only what changed
+/// since the pass before: a node is checked again when its view changed
+/// (not when only its check-in time did), its Peer is built again when its
+/// check or its anchor ranges changed, and a Peer is compared with the one
+/// a cluster holds when either changed. Which node keeps a contested key or
+/// range, locations, anchors and every count are decided afresh each pass,
+/// from those. Anything the remembered results depend on beyond their node
+/// (the mesh's identity, its clusters, ranges in conflict, the settings but
+/// for the time of the pass) forgets them all when it changes.
+///
+/// The plan is always the one [`plan`] makes of the same inputs (a property
+/// test checks it on random sequences of changes).
+#[derive(Debug, Default)]
+pub struct Planner {
+    memo: Memo,
+}
+
+/// What a [`Planner`] remembers of the pass before.
+#[derive(Debug, Default)]
+struct Memo {
+    /// What every result below depends on beyond its own node.
+    context: Option<MemoContext>,
+    /// Per cluster: each node's check.
+    checks: HashMap<String, Checks>,
+    /// Per source cluster, per node (or location): the Peer built for it.
+    built: HashMap<String, HashMap<String, Built>>,
+    /// Per target cluster, per Peer name: the pair of desired and observed
+    /// Peer that were found to match.
+    matching: HashMap<String, Matching>,
+}
+
+/// Per Peer name: a desired Peer and the Peer a cluster holds that matches it.
+type Matching = HashMap<String, (Arc<DesiredPeer>, Arc<ObservedPeer>)>;
+
+#[derive(Debug, PartialEq)]
+struct MemoContext {
+    identity: MeshIdentity,
+    clusters: Vec<ClusterSpec>,
+    blocked: BTreeSet<(String, IpNet)>,
+    /// The settings without the time of the pass.
+    settings: Settings,
+}
+
+/// One cluster's node checks, made at one granularity.
+#[derive(Debug)]
+struct Checks {
+    granularity: Granularity,
+    nodes: HashMap<String, Checked>,
+}
+
+#[derive(Debug)]
+struct Checked {
+    view: Arc<NodeView>,
+    outcome: Result<Arc<EligibleNode>, SkipReason>,
+}
+
+/// A Peer built for one node, and what it was built from.
+#[derive(Debug)]
+struct Built {
+    node: Arc<EligibleNode>,
+    /// The ranges it carries as its cluster's anchor, if it is.
+    anchor_ranges: Option<Vec<IpNet>>,
+    peer: Arc<DesiredPeer>,
+}
+
+impl Planner {
+    /// Plans one pass, as [`plan`] does.
+    pub fn plan(
+        &mut self,
+        spec: &ClusterMeshSpec,
+        identity: &MeshIdentity,
+        settings: &Settings,
+        observations: &BTreeMap<String, Observation>,
+    ) -> Plan {
+        plan_with(&mut self.memo, spec, identity, settings, observations)
+    }
+}
+
+fn plan_with(
+    memo: &mut Memo,
     spec: &ClusterMeshSpec,
     identity: &MeshIdentity,
     settings: &Settings,
@@ -217,6 +305,21 @@ pub fn plan(
         }
     };
     let (conflicts, blocked) = conflict::find(&clusters);
+    let context = MemoContext {
+        identity: identity.clone(),
+        clusters: clusters.clone(),
+        blocked: blocked.clone(),
+        settings: Settings {
+            liveness: None,
+            ..settings.clone()
+        },
+    };
+    if memo.context.as_ref() != Some(&context) {
+        *memo = Memo {
+            context: Some(context),
+            ..Memo::default()
+        };
+    }
     let mesh_label = identity.label_value();
     let mesh = mesh_label.as_str();
     let writers = Writers::new(identity, clusters.iter().map(|c| c.name.as_str()));
@@ -262,9 +365,12 @@ pub fn plan(
         .iter()
         .filter(|c| writer(c) == ClusterWriter::ThisOperator)
         .filter_map(|c| match observation(&c.name) {
-            Observation::Observed(view) => {
-                Some(view.peers.iter().filter(move |p| keeps(&c.name, p)))
-            }
+            Observation::Observed(view) => Some(
+                view.peers
+                    .iter()
+                    .map(|p| &**p)
+                    .filter(move |p| keeps(&c.name, p)),
+            ),
             Observation::Unreachable { .. } => None,
         })
         .flatten()
@@ -272,10 +378,19 @@ pub fn plan(
 
     let mut eligible = BTreeMap::new();
     let mut skipped = BTreeMap::new();
+    let mut checks_before = std::mem::take(&mut memo.checks);
     for cluster in &clusters {
-        let (nodes, skips) = eligibility(cluster, observation(&cluster.name), &blocked, settings);
+        let before = checks_before.remove(&cluster.name);
+        let (nodes, skips, checks) = eligibility(
+            cluster,
+            observation(&cluster.name),
+            &blocked,
+            settings,
+            before,
+        );
         eligible.insert(cluster.name.clone(), nodes);
         skipped.insert(cluster.name.clone(), skips);
+        memo.checks.insert(cluster.name.clone(), checks);
     }
     let unresolvable_endpoints = unresolvable(&eligible, &settings.dns_answers);
     for (cluster, lost) in claims::settle(&mut eligible) {
@@ -335,7 +450,7 @@ pub fn plan(
             .iter()
             .filter(|p| p.labels.get(CLUSTER_LABEL) == Some(&identity.hub_cluster))
             .filter(|p| writers.of(p) == own)
-            .flat_map(peer_nodes)
+            .flat_map(|p| peer_nodes(p))
             .filter(|node| local_nodes.contains(node))
             .collect();
         report.peered_back = Some(PeeredBack {
@@ -360,16 +475,14 @@ pub fn plan(
     }
 
     // A node's Peer is the same on every other cluster: built once, shared.
+    let mut built_before = std::mem::take(&mut memo.built);
     let peers_of: BTreeMap<&str, Vec<Arc<DesiredPeer>>> = clusters
         .iter()
         .filter(|source| observation(&source.name).is_observed())
         .map(|source| {
-            let s = &sources[&source.name];
-            let peers = s
-                .eligible
-                .values()
-                .map(|node| Arc::new(desired_peer(identity, mesh, source, s, node)))
-                .collect();
+            let before = built_before.remove(&source.name).unwrap_or_default();
+            let (peers, built) = build(identity, mesh, source, &sources[&source.name], before);
+            memo.built.insert(source.name.clone(), built);
             (source.name.as_str(), peers)
         })
         .collect();
@@ -380,19 +493,27 @@ pub fn plan(
         .iter()
         .filter(|target| writer(target) == ClusterWriter::ThisOperator)
     {
-        let wanted: BTreeMap<String, Arc<DesiredPeer>> = peers_of
+        let wanted: Vec<Arc<DesiredPeer>> = peers_of
             .iter()
             .filter(|(source, _)| **source != target.name)
-            .flat_map(|(_, peers)| peers)
-            .map(|peer| (peer.name.clone(), peer.clone()))
+            .flat_map(|(_, peers)| peers.iter().cloned())
             .collect();
         if let Observation::Observed(view) = observation(&target.name) {
             let kept_source = |source: &str| {
                 clusters.iter().any(|c| c.name == source) && !observation(source).is_observed()
             };
             let keeps = |peer: &ObservedPeer| keeps(&target.name, peer);
-            let (cluster_writes, conflicts) =
-                diff(&target.name, view, &wanted, &writers, keeps, kept_source);
+            let matching = memo.matching.remove(&target.name).unwrap_or_default();
+            let (cluster_writes, conflicts, matching) = diff(
+                &target.name,
+                view,
+                &wanted,
+                &writers,
+                keeps,
+                kept_source,
+                matching,
+            );
+            memo.matching.insert(target.name.clone(), matching);
             peer_conflicts.extend(conflicts);
             if !cluster_writes.is_empty() {
                 writes.insert(target.name.clone(), cluster_writes);
@@ -427,7 +548,7 @@ pub fn plan(
 /// Peerable nodes whose endpoint's name did not resolve at the latest
 /// lookup (with `--endpoint-dns=resolve`, they keep the last address).
 fn unresolvable(
-    eligible: &BTreeMap<String, BTreeMap<String, EligibleNode>>,
+    eligible: &BTreeMap<String, BTreeMap<String, Arc<EligibleNode>>>,
     answers: &DnsAnswers,
 ) -> Vec<String> {
     eligible
@@ -443,33 +564,60 @@ fn unresolvable(
 
 /// One source cluster's nodes, checked, and its anchor.
 struct Source {
-    eligible: BTreeMap<String, EligibleNode>,
+    eligible: BTreeMap<String, Arc<EligibleNode>>,
     anchor: Option<String>,
     /// Service and additional CIDRs the anchor routes (those not in conflict).
     anchor_ranges: Vec<IpNet>,
 }
 
-/// The nodes of one cluster that can be peered, and the others with why.
+/// The nodes of one cluster that can be peered, and the others with why;
+/// with the checks made, for the next pass. A node whose view is the one
+/// `before` checked, but for its check-in time, is not checked again.
 fn eligibility(
     cluster: &ClusterSpec,
     observation: &Observation,
     blocked: &BTreeSet<(String, IpNet)>,
     settings: &Settings,
-) -> (BTreeMap<String, EligibleNode>, Vec<SkippedNode>) {
+    before: Option<Checks>,
+) -> (
+    BTreeMap<String, Arc<EligibleNode>>,
+    Vec<SkippedNode>,
+    Checks,
+) {
     let empty = ClusterView::default();
     let view = observation.view().unwrap_or(&empty);
     let mut nodes: Vec<_> = view.nodes.iter().collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let granularity = Granularity::of(&view.nodes);
+    let mut before = before
+        .filter(|checks| checks.granularity == granularity)
+        .map(|checks| checks.nodes)
+        .unwrap_or_default();
+    let mut checks = Checks {
+        granularity,
+        nodes: HashMap::with_capacity(nodes.len()),
+    };
     let mut eligible = BTreeMap::new();
     let mut skipped = Vec::new();
     for view in nodes {
-        let silent = settings.liveness.and_then(|l| l.judge(view));
-        let checked = match silent {
-            Some(reason) => Err(reason),
-            None => node::check(view, cluster, blocked, granularity, settings),
+        let (name, outcome) = match before.remove_entry(view.name.as_str()) {
+            Some((name, known))
+                if Arc::ptr_eq(&known.view, view) || known.view.same_but_check_in(view) =>
+            {
+                (name, known.outcome)
+            }
+            _ => {
+                let outcome = node::check(view, cluster, blocked, granularity, settings);
+                (view.name.clone(), outcome.map(Arc::new))
+            }
         };
-        match checked {
+        let checked = Checked {
+            view: view.clone(),
+            outcome: outcome.clone(),
+        };
+        checks.nodes.insert(name, checked);
+        let silent = settings.liveness.and_then(|l| l.judge(view));
+        match silent.map_or(outcome, Err) {
             Ok(node) => {
                 eligible.insert(node.name.clone(), node);
             }
@@ -479,7 +627,50 @@ fn eligibility(
             }),
         }
     }
-    (eligible, skipped)
+    (eligible, skipped, checks)
+}
+
+/// The Peers of one source's eligible nodes, built again only where the
+/// node or its anchor ranges differ from what `before` built them from;
+/// with what was built, for the next pass.
+fn build(
+    identity: &MeshIdentity,
+    mesh: &str,
+    cluster: &ClusterSpec,
+    source: &Source,
+    mut before: HashMap<String, Built>,
+) -> (Vec<Arc<DesiredPeer>>, HashMap<String, Built>) {
+    let mut built = HashMap::with_capacity(source.eligible.len());
+    let peers = source
+        .eligible
+        .iter()
+        .map(|(name, node)| {
+            let is_anchor = source.anchor.as_ref() == Some(name);
+            let anchor_ranges = is_anchor.then(|| source.anchor_ranges.clone());
+            let (name, entry) = match before.remove_entry(name.as_str()) {
+                Some((name, known))
+                    if (Arc::ptr_eq(&known.node, node) || known.node == *node)
+                        && known.anchor_ranges == anchor_ranges =>
+                {
+                    (name, known)
+                }
+                _ => {
+                    let peer =
+                        desired_peer(identity, mesh, cluster, node, anchor_ranges.as_deref());
+                    let entry = Built {
+                        node: node.clone(),
+                        anchor_ranges,
+                        peer: Arc::new(peer),
+                    };
+                    (name.clone(), entry)
+                }
+            };
+            let peer = entry.peer.clone();
+            built.insert(name, entry);
+            peer
+        })
+        .collect();
+    (peers, built)
 }
 
 /// One cluster as a source of Peers: its eligible nodes (after the
@@ -487,7 +678,7 @@ fn eligibility(
 fn source(
     cluster: &ClusterSpec,
     observation: &Observation,
-    eligible: BTreeMap<String, EligibleNode>,
+    eligible: BTreeMap<String, Arc<EligibleNode>>,
     skipped: Vec<SkippedNode>,
     blocked: &BTreeSet<(String, IpNet)>,
     owned_peers: &[&ObservedPeer],
@@ -566,18 +757,18 @@ fn unreachable(observation: &Observation) -> Option<Unreachable> {
     }
 }
 
+/// The Peer of `node`, of `cluster`; `anchor_ranges` when it is its
+/// cluster's anchor.
 fn desired_peer(
     identity: &MeshIdentity,
     mesh: &str,
     cluster: &ClusterSpec,
-    source: &Source,
     node: &EligibleNode,
+    anchor_ranges: Option<&[IpNet]>,
 ) -> DesiredPeer {
-    let is_anchor = source.anchor.as_deref() == Some(node.name.as_str());
+    let is_anchor = anchor_ranges.is_some();
     let mut allowed: BTreeSet<IpNet> = node.allowed_ips.iter().copied().collect();
-    if is_anchor {
-        allowed.extend(source.anchor_ranges.iter().copied());
-    }
+    allowed.extend(anchor_ranges.into_iter().flatten().copied());
     let mut labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
         (MESH_LABEL.to_owned(), mesh.to_owned()),
@@ -610,36 +801,49 @@ fn desired_peer(
 /// The writes that turn what `target` holds into `wanted`. The Peers the
 /// mesh `keeps` there are changed in place or deleted, but those of a source
 /// that could not be read (`kept_source`), which are left as they are; any
-/// other Peer in the way is a conflict.
+/// other Peer in the way is a conflict. A pair of wanted and held Peer that
+/// `matched_before` is not compared again; the pairs that match now are
+/// returned for the next pass.
 fn diff(
     target: &str,
     view: &ClusterView,
-    wanted: &BTreeMap<String, Arc<DesiredPeer>>,
+    wanted: &[Arc<DesiredPeer>],
     writers: &Writers,
     keeps: impl Fn(&ObservedPeer) -> bool,
     kept_source: impl Fn(&str) -> bool,
-) -> (ClusterWrites, Vec<PeerConflict>) {
-    let observed: BTreeMap<&str, &ObservedPeer> =
+    mut matched_before: Matching,
+) -> (ClusterWrites, Vec<PeerConflict>, Matching) {
+    let observed: HashMap<&str, &Arc<ObservedPeer>> =
         view.peers.iter().map(|p| (p.name.as_str(), p)).collect();
     let mut writes = ClusterWrites::default();
     let mut conflicts = Vec::new();
-    for (name, peer) in wanted {
-        match observed.get(name.as_str()) {
-            Some(existing) if !keeps(existing) => {
-                conflicts.push(PeerConflict {
-                    cluster: target.to_owned(),
-                    peer: name.clone(),
-                    writer: writers.of(existing),
-                });
+    let mut matched = HashMap::with_capacity(wanted.len());
+    for peer in wanted {
+        let Some(existing) = observed.get(peer.name.as_str()) else {
+            writes.apply.push(peer.clone());
+            continue;
+        };
+        match matched_before.remove_entry(peer.name.as_str()) {
+            Some((name, pair)) if Arc::ptr_eq(&pair.0, peer) && Arc::ptr_eq(&pair.1, existing) => {
+                matched.insert(name, pair);
             }
-            Some(existing) if matches(existing, peer) => {}
+            _ if !keeps(existing) => conflicts.push(PeerConflict {
+                cluster: target.to_owned(),
+                peer: peer.name.clone(),
+                writer: writers.of(existing),
+            }),
+            _ if matches(existing, peer) => {
+                matched.insert(peer.name.clone(), (peer.clone(), Arc::clone(existing)));
+            }
             _ => writes.apply.push(peer.clone()),
         }
     }
+    writes.apply.sort_by(|a, b| a.name.cmp(&b.name));
+    let wanted: HashSet<&str> = wanted.iter().map(|p| p.name.as_str()).collect();
     for peer in view
         .peers
         .iter()
-        .filter(|p| keeps(p) && !wanted.contains_key(&p.name))
+        .filter(|p| !wanted.contains(p.name.as_str()) && keeps(p))
     {
         let source = peer
             .labels
@@ -655,7 +859,7 @@ fn diff(
         }
     }
     writes.delete.sort_by(|a, b| a.name.cmp(&b.name));
-    (writes, conflicts)
+    (writes, conflicts, matched)
 }
 
 /// True when `observed` already is `wanted`: same spec, and every label and
@@ -674,8 +878,8 @@ fn matches(observed: &ObservedPeer, wanted: &DesiredPeer) -> bool {
 
 /// The Peers a cluster holds once `writes` are applied: what tests and
 /// properties feed back into [`plan`].
-pub fn applied(view: &ClusterView, writes: &ClusterWrites) -> Vec<ObservedPeer> {
-    let mut peers: BTreeMap<String, ObservedPeer> = view
+pub fn applied(view: &ClusterView, writes: &ClusterWrites) -> Vec<Arc<ObservedPeer>> {
+    let mut peers: BTreeMap<String, Arc<ObservedPeer>> = view
         .peers
         .iter()
         .map(|p| (p.name.clone(), p.clone()))
@@ -692,7 +896,7 @@ pub fn applied(view: &ClusterView, writes: &ClusterWrites) -> Vec<ObservedPeer> 
             uid: None,
             resource_version: None,
         };
-        peers.insert(peer.name.clone(), observed);
+        peers.insert(peer.name.clone(), Arc::new(observed));
     }
     peers.into_values().collect()
 }

@@ -4,7 +4,7 @@
 //! the location (Kilo's `NewTopology`: nodes grouped in segments, one
 //! leader each, chosen without election).
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
@@ -54,10 +54,10 @@ enum Segment {
 /// among those it counts as ready (`nodes`). The other peerable nodes of a
 /// segment whose leader is not peerable are returned as skipped.
 pub fn by_location(
-    nodes: &[NodeView],
-    mut eligible: BTreeMap<String, EligibleNode>,
+    nodes: &[Arc<NodeView>],
+    mut eligible: BTreeMap<String, Arc<EligibleNode>>,
     liveness: Option<&Liveness>,
-) -> (BTreeMap<String, EligibleNode>, Vec<SkippedNode>) {
+) -> (BTreeMap<String, Arc<EligibleNode>>, Vec<SkippedNode>) {
     let mut segments: BTreeMap<Segment, Vec<&NodeView>> = BTreeMap::new();
     for view in nodes.iter().filter(|n| node::kilo_ready(n, liveness)) {
         let segment = match node::internal_ip(view) {
@@ -73,13 +73,13 @@ pub fn by_location(
         let Some(leader) = leader(&members) else {
             continue;
         };
-        let peered: Vec<EligibleNode> = members
+        let peered: Vec<Arc<EligibleNode>> = members
             .iter()
             .filter_map(|m| eligible.remove(&m.name))
             .collect();
-        let Some(mut entry) = peered.iter().find(|n| n.name == leader.name).cloned() else {
-            skipped.extend(peered.into_iter().map(|n| SkippedNode {
-                name: n.name,
+        let Some(leading) = peered.iter().find(|n| n.name == leader.name) else {
+            skipped.extend(peered.iter().map(|n| SkippedNode {
+                name: n.name.clone(),
                 reason: SkipReason::LeaderNotPeered {
                     leader: leader.name.clone(),
                 },
@@ -100,6 +100,7 @@ pub fn by_location(
             .collect();
         allowed.sort();
         allowed.dedup();
+        let mut entry = EligibleNode::clone(leading);
         entry.allowed_ips = allowed;
         // The leader first: whose key and endpoint the Peer carries.
         entry.members = peered.iter().map(|n| n.name.clone()).collect();
@@ -107,7 +108,7 @@ pub fn by_location(
         if let Segment::Location(location) = &segment {
             entry.name = location_name(location);
         }
-        entries.insert(entry.name.clone(), entry);
+        entries.insert(entry.name.clone(), Arc::new(entry));
     }
     (entries, skipped)
 }
@@ -188,7 +189,7 @@ mod tests {
         n
     }
 
-    fn group(nodes: &[NodeView]) -> (BTreeMap<String, EligibleNode>, Vec<SkippedNode>) {
+    fn group(nodes: &[NodeView]) -> (BTreeMap<String, Arc<EligibleNode>>, Vec<SkippedNode>) {
         group_judged(nodes, None)
     }
 
@@ -196,8 +197,9 @@ mod tests {
     fn group_judged(
         nodes: &[NodeView],
         liveness: Option<&Liveness>,
-    ) -> (BTreeMap<String, EligibleNode>, Vec<SkippedNode>) {
+    ) -> (BTreeMap<String, Arc<EligibleNode>>, Vec<SkippedNode>) {
         let settings = Settings::default();
+        let nodes: Vec<Arc<NodeView>> = nodes.iter().cloned().map(Arc::new).collect();
         let eligible = nodes
             .iter()
             .filter(|n| liveness.is_none_or(|l| l.judge(n).is_none()))
@@ -211,9 +213,9 @@ mod tests {
                 )
                 .ok()
             })
-            .map(|n| (n.name.clone(), n))
+            .map(|n| (n.name.clone(), Arc::new(n)))
             .collect();
-        by_location(nodes, eligible, liveness)
+        by_location(&nodes, eligible, liveness)
     }
 
     #[test]

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use api::PeerPlacement::{self, AllClusters, LocalCluster};
 use mesh::{
@@ -27,7 +27,7 @@ fn specs(observations: &BTreeMap<String, Observation>) -> BTreeMap<(String, Stri
                 .unwrap_or_default();
             peers
                 .into_iter()
-                .map(move |p| ((cluster.clone(), p.name), format!("{:?}", p.spec)))
+                .map(move |p| ((cluster.clone(), p.name.clone()), format!("{:?}", p.spec)))
         })
         .collect()
 }
@@ -121,7 +121,9 @@ fn a_clusters_own_operator_takes_the_hubs_peers_over_in_place_and_the_hub_steps_
     );
 
     // A node added to a reaches b through b's operator only.
-    view_mut(&mut observations, "a").nodes.push(node(1, 2));
+    view_mut(&mut observations, "a")
+        .nodes
+        .push(Arc::new(node(1, 2)));
     let plan_a = plan_as("a", AllClusters, &observations);
     assert!(!plan_a.writes.contains_key("b"));
     let plan_b = plan_as("b", LocalCluster, &observations);
@@ -146,7 +148,9 @@ fn a_hub_takes_over_in_place_what_a_clusters_operator_released() {
     // a becomes the hub while b's operator still runs: b is left alone.
     // c's operator was deleted with peers-on-delete: release.
     for peer in &mut view_mut(&mut observations, "c").peers {
-        peer.labels.insert(MESH_LABEL.into(), RELEASED.into());
+        Arc::make_mut(peer)
+            .labels
+            .insert(MESH_LABEL.into(), RELEASED.into());
     }
     let plan_a = plan_as("a", AllClusters, &observations);
     assert!(!plan_a.writes.contains_key("b"));
@@ -162,7 +166,9 @@ fn a_hub_takes_over_in_place_what_a_clusters_operator_released() {
 
     // b's operator releases too: the hub takes b over as well.
     for peer in &mut view_mut(&mut observations, "b").peers {
-        peer.labels.insert(MESH_LABEL.into(), RELEASED.into());
+        Arc::make_mut(peer)
+            .labels
+            .insert(MESH_LABEL.into(), RELEASED.into());
     }
     let plan_a = converge_on("a", AllClusters, &mut observations);
     assert_eq!(labelled(&observations, "b"), [hub.as_str()]);
@@ -215,7 +221,8 @@ fn a_peer_of_another_mesh_names_that_mesh_and_the_cluster_it_is_written_from() {
         name: "mesh".into(),
     };
     let c = view_mut(&mut observations, "c");
-    let theirs: &mut ObservedPeer = c.peers.iter_mut().find(|p| p.name == "a.node-0").unwrap();
+    let theirs: &mut ObservedPeer =
+        Arc::make_mut(c.peers.iter_mut().find(|p| p.name == "a.node-0").unwrap());
     theirs.labels.insert(MESH_LABEL.into(), other.label_value());
     theirs
         .annotations
@@ -238,7 +245,7 @@ fn a_peer_of_another_mesh_names_that_mesh_and_the_cluster_it_is_written_from() {
     );
     // A released Peer of another mesh is not this mesh's to take.
     let c = view_mut(&mut observations, "c");
-    let theirs = c.peers.iter_mut().find(|p| p.name == "a.node-0").unwrap();
+    let theirs = Arc::make_mut(c.peers.iter_mut().find(|p| p.name == "a.node-0").unwrap());
     theirs.labels.insert(MESH_LABEL.into(), RELEASED.into());
     let plan = converge(&spec(), &mut observations);
     assert_eq!(plan.report.peer_conflicts.len(), 1);
@@ -295,7 +302,9 @@ fn a_released_peer_of_a_same_named_mesh_for_a_cluster_not_in_this_one_is_left_al
     theirs.name = "z.node-0".into();
     theirs.labels.insert(MESH_LABEL.into(), RELEASED.into());
     theirs.labels.insert(mesh::CLUSTER_LABEL.into(), "z".into());
-    view_mut(&mut observations, "c").peers.push(theirs);
+    view_mut(&mut observations, "c")
+        .peers
+        .push(Arc::new(theirs));
     let plan = converge(&spec(), &mut observations);
     assert!(plan.writes.is_empty());
     assert!(

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use mesh::{
     ANCHOR_LABEL, ConditionType, Liveness, MESH_LABEL, Observation, Unreachable, conditions, plan,
@@ -188,7 +188,7 @@ fn a_foreign_peer_with_our_name_is_left_alone_and_reported() {
     let mut observations = fresh(1);
     view_mut(&mut observations, "a")
         .peers
-        .push(mesh::ObservedPeer {
+        .push(Arc::new(mesh::ObservedPeer {
             name: "b.node-0".into(),
             labels: Default::default(),
             annotations: Default::default(),
@@ -201,7 +201,7 @@ fn a_foreign_peer_with_our_name_is_left_alone_and_reported() {
             },
             uid: None,
             resource_version: None,
-        });
+        }));
     let plan = plan(&spec(), &identity(), &settings(), &observations);
     assert!(plan.writes["a"].apply.iter().all(|p| p.name != "b.node-0"));
     assert!(plan.writes["a"].delete.is_empty());
@@ -225,7 +225,9 @@ fn another_meshs_peers_are_never_touched() {
     theirs
         .labels
         .insert(MESH_LABEL.into(), "m-someone-else".into());
-    view_mut(&mut observations, "a").peers.push(theirs);
+    view_mut(&mut observations, "a")
+        .peers
+        .push(Arc::new(theirs));
     let plan = plan(&spec(), &identity(), &settings(), &observations);
     assert!(plan.writes.is_empty(), "{:?}", plan.writes);
 }
@@ -267,7 +269,7 @@ fn a_cluster_dropped_from_the_spec_loses_its_peers() {
 /// 0 and 1 in rack-1, 2 and 3 in rack-2, each with an internal IP; the
 /// leaders (0 and 2, first by name) hold WireGuard IPs, the others none.
 fn location_cluster(observations: &mut BTreeMap<String, Observation>) {
-    for node in &mut view_mut(observations, "c").nodes {
+    for node in nodes_mut(observations, "c") {
         let i: u8 = node.name["node-".len()..].parse().unwrap();
         let rack = if i < 2 { "rack-1" } else { "rack-2" };
         let a = &mut node.annotations;
@@ -345,7 +347,7 @@ fn a_location_cluster_is_one_peer_per_location_with_its_leaders_key() {
 fn a_location_leader_that_stops_checking_in_hands_its_peer_over() {
     let mut observations = fresh(4);
     location_cluster(&mut observations);
-    for node in &mut view_mut(&mut observations, "c").nodes {
+    for node in nodes_mut(&mut observations, "c") {
         node.checked_in = Some(10_000);
     }
     let mut settings = settings();
@@ -362,7 +364,7 @@ fn a_location_leader_that_stops_checking_in_hands_its_peer_over() {
         now: 10_100,
         stale_after_seconds: 90,
     });
-    for node in &mut view_mut(&mut observations, "c").nodes[1..] {
+    for node in nodes_mut(&mut observations, "c").skip(1) {
         node.checked_in = Some(10_095);
     }
     let handed_over = plan(&spec(), &identity(), &settings, &observations);
@@ -383,7 +385,7 @@ fn a_location_leader_that_stops_checking_in_hands_its_peer_over() {
     assert_eq!(handed_over.recheck_at, Some(10_186));
 
     // It checks in again: it leads again.
-    view_mut(&mut observations, "c").nodes[0].checked_in = Some(10_120);
+    node_mut(&mut observations, "c", 0).checked_in = Some(10_120);
     settings.liveness = Some(Liveness {
         now: 10_120,
         stale_after_seconds: 90,
@@ -401,7 +403,7 @@ fn a_location_leader_that_stops_checking_in_hands_its_peer_over() {
 #[test]
 fn a_node_behind_nat_gets_a_peer_without_endpoint_and_a_keepalive() {
     let mut observations = fresh(1);
-    view_mut(&mut observations, "b").nodes[0]
+    node_mut(&mut observations, "b", 0)
         .annotations
         .remove("kilo.squat.ai/endpoint");
     converge(&spec(), &mut observations);
@@ -451,7 +453,7 @@ fn heartbeat_only_changes_plan_no_write() {
     let mut settings = settings();
     for (seen, now) in [(1_000, 1_010), (1_030, 1_040)] {
         for cluster in ["a", "b", "c"] {
-            for node in &mut view_mut(&mut observations, cluster).nodes {
+            for node in nodes_mut(&mut observations, cluster) {
                 node.checked_in = Some(seen);
             }
         }
@@ -465,7 +467,7 @@ fn heartbeat_only_changes_plan_no_write() {
                 .is_empty()
         );
     }
-    view_mut(&mut observations, "b").nodes[0]
+    node_mut(&mut observations, "b", 0)
         .annotations
         .insert("kilo.squat.ai/location".into(), "rack-1".into());
     assert!(
@@ -478,7 +480,7 @@ fn heartbeat_only_changes_plan_no_write() {
 #[test]
 fn events_are_told_on_transitions_only() {
     let mut observations = fresh(2);
-    view_mut(&mut observations, "b").nodes[1]
+    node_mut(&mut observations, "b", 1)
         .annotations
         .remove("kilo.squat.ai/key");
     let first = converge(&spec(), &mut observations);
@@ -498,7 +500,7 @@ fn events_are_told_on_transitions_only() {
         transitions(&before, &again).is_empty(),
         "a steady state tells nothing"
     );
-    view_mut(&mut observations, "b").nodes[1]
+    node_mut(&mut observations, "b", 1)
         .annotations
         .insert("kilo.squat.ai/key".into(), key(2, 1));
     let restored = status(&converge(&spec(), &mut observations).report, &no_failures());
@@ -558,14 +560,14 @@ fn no_tunnel_routes_an_endpoint_of_the_mesh() {
     spec.clusters[1].additional_cidrs = vec!["192.0.2.0/24".into()];
     let mut observations = fresh(2);
     // c's node-1 announces an endpoint inside its own pod range.
-    view_mut(&mut observations, "c").nodes[1]
+    node_mut(&mut observations, "c", 1)
         .annotations
         .insert("kilo.squat.ai/endpoint".into(), "10.3.1.7:51820".into());
     let plan = plan(&spec, &identity(), &settings(), &observations);
     let endpoints: Vec<std::net::IpAddr> = plan
         .desired
         .values()
-        .flat_map(|peers| peers.values())
+        .flatten()
         .filter_map(|p| {
             p.spec
                 .endpoint
@@ -577,7 +579,7 @@ fn no_tunnel_routes_an_endpoint_of_the_mesh() {
                 .ok()
         })
         .collect();
-    for peer in plan.desired.values().flat_map(|peers| peers.values()) {
+    for peer in plan.desired.values().flatten() {
         for range in &peer.spec.allowed_ips {
             let range: ipnet::IpNet = range.parse().unwrap();
             assert!(
@@ -587,7 +589,7 @@ fn no_tunnel_routes_an_endpoint_of_the_mesh() {
             );
         }
     }
-    let b_anchor = &plan.desired["a"]["b.node-0"];
+    let b_anchor = desired(&plan, "a", "b.node-0").unwrap();
     assert!(
         b_anchor
             .spec
@@ -615,15 +617,13 @@ fn no_failures() -> mesh::FailingWrites {
 fn dns_endpoints_follow_the_policy_and_a_dead_name_costs_only_its_node() {
     use mesh::{DnsAnswer, EndpointDns};
     let mut observations = fresh(1);
-    view_mut(&mut observations, "b").nodes[0]
-        .annotations
-        .insert(
-            "kilo.squat.ai/endpoint".into(),
-            "b0.example.com:51820".into(),
-        );
+    node_mut(&mut observations, "b", 0).annotations.insert(
+        "kilo.squat.ai/endpoint".into(),
+        "b0.example.com:51820".into(),
+    );
     let endpoint_of = |settings: &mesh::Settings| {
         let plan = plan(&spec(), &identity(), settings, &observations);
-        let peer = plan.desired["a"].get("b.node-0").cloned();
+        let peer = desired(&plan, "a", "b.node-0").cloned();
         let listed = conditions(&plan.report, &no_failures());
         let is_true = |type_| listed.iter().any(|c| c.type_ == type_ && c.status);
         (

@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use common::*;
 use ipnet::IpNet;
-use mesh::{ANCHOR_LABEL, CLUSTER_LABEL, NODE_ANNOTATION, Observation, Unreachable, plan};
+use mesh::{ANCHOR_LABEL, CLUSTER_LABEL, NODE_ANNOTATION, Observation, Planner, Unreachable, plan};
 use proptest::prelude::*;
 
 /// How a generated node is broken, if at all.
@@ -131,7 +131,7 @@ fn build(world: &World) -> (api::ClusterMeshSpec, BTreeMap<String, Observation>)
                 }
                 // Nodes are created in index order: node 0 is the oldest.
                 view.created = i64::from(i);
-                view
+                Arc::new(view)
             })
             .collect();
         observations.insert(
@@ -195,7 +195,7 @@ proptest! {
         let (spec, observations) = build(&world);
         let plan = plan(&spec, &identity(), &settings(), &observations);
         for peers in plan.desired.values() {
-            for peer in peers.values() {
+            for peer in peers.iter() {
                 let source = &peer.labels[CLUSTER_LABEL];
                 let ranges = declared(&spec, source);
                 for ip in &peer.spec.allowed_ips {
@@ -212,11 +212,11 @@ proptest! {
         let plan = plan(&spec, &identity(), &settings(), &observations);
         for peers in plan.desired.values() {
             let mut keys = std::collections::BTreeSet::new();
-            for peer in peers.values() {
+            for peer in peers.iter() {
                 prop_assert!(keys.insert(&peer.spec.public_key), "two Peers with the key of {}", peer.name);
             }
             let routes: Vec<(&str, IpNet)> = peers
-                .values()
+                .iter()
                 .flat_map(|p| p.spec.allowed_ips.iter().map(move |ip| (p.name.as_str(), ip.parse().unwrap())))
                 .collect();
             for (i, (a_peer, a)) in routes.iter().enumerate() {
@@ -259,7 +259,7 @@ proptest! {
     fn every_desired_peer_passes_kilos_checks(world in world()) {
         let (spec, observations) = build(&world);
         let plan = plan(&spec, &identity(), &settings(), &observations);
-        for peer in plan.desired.values().flat_map(|p| p.values()) {
+        for peer in plan.desired.values().flatten() {
             prop_assert_eq!(peer.spec.validate(), Ok(()), "{}", peer.name);
             prop_assert!(api::is_dns1123_subdomain(&peer.name));
         }
@@ -287,7 +287,7 @@ proptest! {
         if world.location[1] {
             in_location(&mut joining, 2, added);
         }
-        view.nodes.push(joining);
+        view.nodes.push(Arc::new(joining));
         // The anchor's node, or its location's nodes, stay.
         let location = format!("location-rack-{}", removed % 2);
         let keep = b_anchor.as_ref().is_some_and(|a| *a == format!("node-{removed}") || *a == location);
@@ -311,6 +311,117 @@ proptest! {
         for writes in plan.writes.values() {
             prop_assert!(writes.delete.iter().all(|d| !d.name.starts_with(&prefix)));
             prop_assert!(writes.apply.iter().all(|p| !p.name.starts_with(&prefix)));
+        }
+    }
+
+    #[test]
+    fn the_planner_plans_what_a_full_plan_does(steps in proptest::collection::vec(step(), 1..10)) {
+        let mut planner = Planner::default();
+        let mut settings = settings();
+        let mut current: Option<(api::ClusterMeshSpec, BTreeMap<String, Observation>)> = None;
+        for step in steps {
+            let (spec, mut observations) = match (step.world, current.take()) {
+                (Some(world), before) => {
+                    let (spec, mut observations) = build(&world);
+                    if let Some((_, before)) = before {
+                        carry_over(&before, &mut observations);
+                    }
+                    (spec, observations)
+                }
+                (None, Some(before)) => before,
+                (None, None) => build(&World { services: [None, None, None], nodes: Default::default(), location: [false; 3] }),
+            };
+            if let Some(liveness) = settings.liveness.as_mut() {
+                liveness.now += step.later;
+            }
+            if step.heartbeat {
+                let now = settings.liveness.map(|l| l.now);
+                for view in observations.values_mut().filter_map(view_of) {
+                    for node in view.nodes.iter_mut().filter(|n| n.checked_in != Some(0)) {
+                        Arc::make_mut(node).checked_in = now;
+                    }
+                }
+            }
+            if step.edit
+                && let Some(peer) = observations.values_mut().filter_map(view_of).flat_map(|v| v.peers.iter_mut()).next()
+            {
+                Arc::make_mut(peer).spec.allowed_ips.push("10.9.9.0/24".into());
+            }
+            let mut seen = observations.clone();
+            if let Some(down) = step.down {
+                let last_known = seen.get(NAMES[down]).and_then(Observation::view).cloned();
+                seen.insert(NAMES[down].into(), Observation::Unreachable { cause: Unreachable::Connection("down".into()), last_known });
+            }
+            let incremental = planner.plan(&spec, &identity(), &settings, &seen);
+            let full = plan(&spec, &identity(), &settings, &seen);
+            prop_assert_eq!(&incremental, &full);
+            if step.write {
+                apply(&mut observations, &incremental);
+            }
+            current = Some((spec, observations));
+        }
+    }
+}
+
+/// One change between two passes of the planner property.
+#[derive(Clone, Debug)]
+struct Step {
+    /// A new world (nodes added, removed, broken, moved; ranges changed), or
+    /// the same one.
+    world: Option<World>,
+    /// Every live node checks in.
+    heartbeat: bool,
+    /// Seconds the clock moves on.
+    later: i64,
+    /// A cluster that cannot be read this pass.
+    down: Option<usize>,
+    /// The pass's writes land.
+    write: bool,
+    /// Someone edits a Peer by hand.
+    edit: bool,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (
+        proptest::option::weighted(0.4, world()),
+        any::<bool>(),
+        prop_oneof![Just(0i64), Just(30), Just(120)],
+        proptest::option::weighted(0.2, 0usize..3),
+        proptest::bool::weighted(0.8),
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(|(world, heartbeat, later, down, write, edit)| Step {
+            world,
+            heartbeat,
+            later,
+            down,
+            write,
+            edit,
+        })
+}
+
+fn view_of(observation: &mut Observation) -> Option<&mut mesh::ClusterView> {
+    match observation {
+        Observation::Observed(view) => Some(view),
+        Observation::Unreachable { .. } => None,
+    }
+}
+
+/// What a cluster keeps from one world to the next, as a watch would: its
+/// Peers, and the very same node objects where a node did not change.
+fn carry_over(before: &BTreeMap<String, Observation>, after: &mut BTreeMap<String, Observation>) {
+    for (name, observation) in after.iter_mut() {
+        let (Some(old), Some(new)) = (
+            before.get(name).and_then(Observation::view),
+            view_of(observation),
+        ) else {
+            continue;
+        };
+        new.peers = old.peers.clone();
+        for node in &mut new.nodes {
+            if let Some(same) = old.nodes.iter().find(|n| **n == *node) {
+                *node = same.clone();
+            }
         }
     }
 }

@@ -30,7 +30,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
         WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
+        reflector::ObjectRef,
         utils::Backoff,
         watcher::{self, Event},
     },
@@ -40,6 +40,7 @@ use tokio::{sync::mpsc, task::AbortHandle};
 use crate::{
     observe,
     probe::{self, Census, ProbeFailure},
+    views::{Update, Views},
     writer::Flights,
 };
 
@@ -91,11 +92,10 @@ pub enum Reads {
 /// A cluster being watched: its client and the last known Nodes and Peers.
 pub struct WatchedCluster {
     pub source: ClusterSource,
-    /// Whether its Peers are watched (else `peers` stays empty).
+    /// Whether its Peers are watched (else they stay empty in `views`).
     pub reads: Reads,
     pub client: Client,
-    pub nodes: Store<Node>,
-    pub peers: Store<Peer>,
+    pub views: Arc<Views>,
     health: Arc<Mutex<HealthState>>,
     tasks: Vec<AbortHandle>,
 }
@@ -266,11 +266,8 @@ fn start(
     client: Client,
     registry: Weak<Inner>,
 ) -> Arc<WatchedCluster> {
-    let (nodes, node_writer) = reflector::store();
-    let (peers, peer_writer) = reflector::store();
-    let node_events = watcher(Api::<Node>::all(client.clone()))
-        .modify(strip_node)
-        .reflect(node_writer);
+    let views = Arc::new(Views::default());
+    let node_events = watcher(Api::<Node>::all(client.clone())).modify(strip_node);
     let watch_peers = reads == Reads::NodesAndPeers;
     let health = Arc::new(Mutex::new(HealthState {
         // Nothing to list when Peers are not read.
@@ -284,7 +281,13 @@ fn start(
         registry: registry.clone(),
     };
     let mut tasks = vec![
-        tokio::spawn(follower(Kind::Nodes).follow(node_events, node_fingerprint)).abort_handle(),
+        tokio::spawn(
+            follower(Kind::Nodes).follow(node_events, node_fingerprint, {
+                let views = views.clone();
+                move |update| views.update_nodes(update)
+            }),
+        )
+        .abort_handle(),
         tokio::spawn(
             Prober {
                 source: source.clone(),
@@ -297,17 +300,20 @@ fn start(
     ];
     if watch_peers {
         let peer_events = watcher(Api::<Peer>::all(client.clone()))
-            .modify(|peer| peer.managed_fields_mut().clear())
-            .reflect(peer_writer);
-        let peers = tokio::spawn(follower(Kind::Peers).follow(peer_events, peer_fingerprint));
+            .modify(|peer| peer.managed_fields_mut().clear());
+        let views = views.clone();
+        let peers = tokio::spawn(follower(Kind::Peers).follow(
+            peer_events,
+            peer_fingerprint,
+            move |update| views.update_peers(update),
+        ));
         tasks.push(peers.abort_handle());
     }
     Arc::new(WatchedCluster {
         source,
         reads,
         client,
-        nodes,
-        peers,
+        views,
         health,
         tasks,
     })
@@ -368,7 +374,8 @@ struct Follower {
 }
 
 impl Follower {
-    /// Records reachability, and triggers the meshes using the cluster when
+    /// Keeps every change of the watched objects (`keep`), records
+    /// reachability, and triggers the meshes using the cluster when
     /// something they depend on changed. Objects are compared by a
     /// fingerprint of the fields the plan reads, so a Kilo heartbeat
     /// (`kilo.squat.ai/last-seen`) or a status update triggers nothing;
@@ -377,9 +384,11 @@ impl Follower {
         self,
         events: impl Stream<Item = Result<Event<K>, watcher::Error>>,
         fingerprint: fn(&K) -> Print,
+        keep: impl Fn(Update<K>),
     ) {
         let mut seen: HashMap<String, Print> = HashMap::new();
         let mut listing: HashMap<String, Print> = HashMap::new();
+        let mut listed: Vec<K> = Vec::new();
         futures::pin_mut!(events);
         while let Some(event) = events.next().await {
             let changed = match event {
@@ -389,15 +398,22 @@ impl Follower {
                         Event::Apply(object) => {
                             let print = fingerprint(&object);
                             let before = seen.insert(object.name_any(), print);
+                            keep(Update::Apply(object));
                             before.is_none_or(|before| print.differs_from(&before))
                         }
-                        Event::Delete(object) => seen.remove(&object.name_any()).is_some(),
+                        Event::Delete(object) => {
+                            let name = object.name_any();
+                            keep(Update::Delete(name.clone()));
+                            seen.remove(&name).is_some()
+                        }
                         Event::Init => {
                             listing.clear();
+                            listed.clear();
                             false
                         }
                         Event::InitApply(object) => {
                             listing.insert(object.name_any(), fingerprint(&object));
+                            listed.push(object);
                             false
                         }
                         Event::InitDone => {
@@ -406,6 +422,7 @@ impl Follower {
                                     seen.get(name).is_none_or(|b| print.differs_from(b))
                                 });
                             seen = std::mem::take(&mut listing);
+                            keep(Update::Relisted(std::mem::take(&mut listed)));
                             changed
                         }
                     };

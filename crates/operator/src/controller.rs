@@ -5,9 +5,9 @@
 //! the differences, and reports (status, Events, metrics).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     hash::{Hash, Hasher},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -98,6 +98,8 @@ pub struct Context {
     writers: Writers,
     resolver: Resolver,
     fence: Fence,
+    /// Per mesh: what its passes planned before (see [`mesh::Planner`]).
+    planners: Mutex<HashMap<ObjectRef<ClusterMesh>, mesh::Planner>>,
 }
 
 /// Why a pass failed. Each variant is countable by `metric_label`.
@@ -196,6 +198,7 @@ pub async fn run(
         ),
         resolver: Resolver::start(settings.lookup.clone(), trigger.clone()),
         registry: ClusterRegistry::new(trigger, flights),
+        planners: Mutex::default(),
         secrets,
         metrics,
         settings,
@@ -346,16 +349,23 @@ impl Context {
             .observations
             .values()
             .filter_map(Observation::view)
-            .flat_map(|view| view.nodes.iter().filter_map(mesh::endpoint_name))
+            .flat_map(|view| {
+                view.nodes
+                    .iter()
+                    .filter_map(|node| mesh::endpoint_name(node))
+            })
             .collect();
         let dns_answers = self.resolver.answers(&mesh_ref, names).await;
         let stage = self.metrics.stage_done("observe", started);
-        let plan = mesh::plan(
+        // Passes of one mesh never overlap: its planner is taken for this one.
+        let mut planner = self.planners().remove(&mesh_ref).unwrap_or_default();
+        let plan = planner.plan(
             &mesh.spec,
             &observe::identity(mesh),
             &self.plan_settings(dns_answers),
             &observed.observations,
         );
+        self.planners().insert(mesh_ref.clone(), planner);
         let stage = self.metrics.stage_done("plan", stage);
         self.apply(&mesh_ref, &observed, &plan.writes);
         let stage = self.metrics.stage_done("apply", stage);
@@ -441,6 +451,14 @@ impl Context {
             self.settings.credentials_expiry_warning,
         );
         expiry_check.map_or(resync, |d| d.min(resync))
+    }
+
+    fn planners(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ClusterMesh>, mesh::Planner>> {
+        self.planners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn plan_settings(&self, dns_answers: mesh::DnsAnswers) -> mesh::Settings {
@@ -808,6 +826,7 @@ impl Context {
     async fn cleanup(&self, mesh: &ClusterMesh) -> Result<Action, Error> {
         self.fence.check().await?;
         let mesh_ref = ObjectRef::from_obj(mesh);
+        self.planners().remove(&mesh_ref);
         // Nothing the mesh's writers still send may land after the removal.
         self.writers.stop(&mesh_ref).await;
         let on_delete = match apply::OnDelete::parse(

@@ -19,4 +19,5 @@ pub mod report;
 pub mod resolver;
 pub mod run;
 pub mod status;
+pub mod views;
 pub mod writer;

@@ -52,23 +52,21 @@ pub fn observation(resolved: &Resolved) -> Observation {
     let health = cluster.health();
     let view = || {
         let (peers, peers_unknown) = match cluster.reads {
-            Reads::NodesAndPeers => {
-                let peers = cluster.peers.state();
-                (peers.iter().map(|p| observed_peer(p)).collect(), false)
-            }
+            Reads::NodesAndPeers => (cluster.views.peers(), false),
             Reads::Nodes => match cluster.census() {
-                Census::Read(peers) => (peers.into_iter().map(census_peer).collect(), false),
+                Census::Read(peers) => (
+                    peers
+                        .into_iter()
+                        .map(|p| Arc::new(census_peer(p)))
+                        .collect(),
+                    false,
+                ),
                 Census::NotYet | Census::Forbidden => (Vec::new(), true),
             },
         };
         ClusterView {
             uid: cluster.uid(),
-            nodes: cluster
-                .nodes
-                .state()
-                .iter()
-                .map(|n| node_view(n, health.seeing_since))
-                .collect(),
+            nodes: cluster.views.nodes(health.seeing_since),
             peers,
             peers_unknown,
         }
@@ -125,7 +123,9 @@ pub fn last_seen(node: &Node) -> Option<i64> {
 }
 
 /// A node as the plan reads it; its check-in is never earlier than
-/// `seeing_since` (see [`crate::clusters::Health::seeing_since`]).
+/// `seeing_since` (see [`crate::clusters::Health::seeing_since`]), and its
+/// annotations leave `last-seen` out: a heartbeat changes the check-in time
+/// only.
 pub fn node_view(node: &Node, seeing_since: i64) -> NodeView {
     let spec = node.spec.as_ref();
     let pod_cidrs = spec
@@ -141,7 +141,12 @@ pub fn node_view(node: &Node, seeing_since: i64) -> NodeView {
     NodeView {
         name: node.name_any(),
         pod_cidrs,
-        annotations: node.annotations().clone(),
+        annotations: node
+            .annotations()
+            .iter()
+            .filter(|(key, _)| *key != mesh::annotation::LAST_SEEN)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
         ready,
         created: node
             .metadata

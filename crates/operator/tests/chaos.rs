@@ -27,6 +27,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -586,8 +587,16 @@ impl World {
                 .ok()
                 .and_then(|n| n.uid());
             let view = ClusterView {
-                nodes: nodes.items.iter().map(|n| node_view(n, 0)).collect(),
-                peers: peers.items.iter().map(observed_peer).collect(),
+                nodes: nodes
+                    .items
+                    .iter()
+                    .map(|n| Arc::new(node_view(n, 0)))
+                    .collect(),
+                peers: peers
+                    .items
+                    .iter()
+                    .map(|p| Arc::new(observed_peer(p)))
+                    .collect(),
                 uid,
                 peers_unknown: false,
             };

@@ -1,7 +1,7 @@
 //! Fixtures shared by the plan tests and the property tests.
 #![allow(dead_code, unused_imports, clippy::unwrap_used)] // each test file uses part of it; a panic is the failure report
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 pub use api::fixtures::{cluster_entry as cluster, wireguard_key as key};
 use api::{ClusterMeshSpec, PeerPlacement, fixtures::kilo_annotations};
@@ -79,7 +79,7 @@ pub fn fresh(n: u8) -> BTreeMap<String, Observation> {
         .into_iter()
         .map(|(name, k)| {
             let view = ClusterView {
-                nodes: (0..n).map(|i| node(k, i)).collect(),
+                nodes: (0..n).map(|i| Arc::new(node(k, i))).collect(),
                 peers: vec![],
                 uid: Some(format!("uid-{name}")),
                 peers_unknown: false,
@@ -126,7 +126,7 @@ pub fn peers<'a>(
     observations
         .get(cluster)
         .and_then(Observation::view)
-        .map(|v| v.peers.iter().collect())
+        .map(|v| v.peers.iter().map(|p| &**p).collect())
         .unwrap_or_default()
 }
 
@@ -138,4 +138,30 @@ pub fn view_mut<'a>(
         Some(Observation::Observed(view)) => view,
         _ => panic!("cluster {cluster} is not observed"),
     }
+}
+
+/// Node `i` of `cluster`'s view, to change (a copy, if a pass shares it).
+pub fn node_mut<'a>(
+    observations: &'a mut BTreeMap<String, Observation>,
+    cluster: &str,
+    i: usize,
+) -> &'a mut NodeView {
+    Arc::make_mut(&mut view_mut(observations, cluster).nodes[i])
+}
+
+/// Every node of `cluster`'s view, to change.
+pub fn nodes_mut<'a>(
+    observations: &'a mut BTreeMap<String, Observation>,
+    cluster: &str,
+) -> impl Iterator<Item = &'a mut NodeView> {
+    view_mut(observations, cluster)
+        .nodes
+        .iter_mut()
+        .map(Arc::make_mut)
+}
+
+/// The Peer named `name` the plan wants on `target`.
+pub fn desired<'a>(plan: &'a Plan, target: &str, name: &str) -> Option<&'a mesh::DesiredPeer> {
+    let peers = plan.desired.get(target)?;
+    peers.iter().find(|p| p.name == name).map(|p| &**p)
 }

@@ -1,0 +1,143 @@
+//! How long the pure core takes per pass on a large mesh, without API
+//! servers: `cargo run --release -p kilo-clustermesh-mesh --example
+//! plan_scale -- [nodes per cluster] [clusters]`.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, time::Instant};
+
+use api::{ClusterEntry, ClusterMeshSpec, SecretKeyRef};
+use mesh::{ClusterView, MeshIdentity, NodeView, Observation, Planner, Settings, applied, plan};
+
+fn entry(c: usize) -> ClusterEntry {
+    ClusterEntry {
+        name: format!("c{c}"),
+        local: c == 0,
+        kubeconfig_secret_ref: (c != 0).then(|| SecretKeyRef {
+            name: format!("c{c}-kubeconfig"),
+            key: "kubeconfig".into(),
+        }),
+        pod_cidrs: vec![format!("10.{}.0.0/16", c)],
+        wireguard_cidr: format!("10.{}.0.0/16", 100 + c),
+        service_cidr: Some(format!("10.{}.0.0/16", 200 + c)),
+        additional_cidrs: vec![],
+    }
+}
+
+fn node(c: usize, i: u32) -> NodeView {
+    let pod = u32::from(Ipv4Addr::new(10, c as u8, 0, 0)) + i * 8;
+    let wg = u32::from(Ipv4Addr::new(10, 100 + c as u8, 0, 0)) + i + 1;
+    let mut key = [9u8; 32];
+    key[0] = c as u8;
+    key[1..5].copy_from_slice(&i.to_be_bytes());
+    use base64::Engine;
+    NodeView {
+        name: format!("node-{i}"),
+        pod_cidrs: vec![format!("{}/29", Ipv4Addr::from(pod))],
+        annotations: BTreeMap::from([
+            (
+                "kilo.squat.ai/key".to_owned(),
+                base64::engine::general_purpose::STANDARD.encode(key),
+            ),
+            (
+                "kilo.squat.ai/endpoint".to_owned(),
+                format!("192.0.2.{}:51820", c + 1),
+            ),
+            (
+                "kilo.squat.ai/wireguard-ip".to_owned(),
+                format!("{}/16", Ipv4Addr::from(wg)),
+            ),
+            ("kilo.squat.ai/granularity".to_owned(), "full".to_owned()),
+        ]),
+        ready: true,
+        created: 1,
+        ..NodeView::default()
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5000);
+    let clusters: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let spec = ClusterMeshSpec {
+        clusters: (0..clusters).map(entry).collect(),
+        ..Default::default()
+    };
+    let identity = MeshIdentity {
+        hub_cluster: "c0".into(),
+        namespace: "kilo-system".into(),
+        name: "mesh".into(),
+    };
+    let settings = Settings::default();
+    let mut observations: BTreeMap<String, Observation> = (0..clusters)
+        .map(|c| {
+            let view = ClusterView {
+                nodes: (0..n).map(|i| Arc::new(node(c, i))).collect(),
+                uid: Some(format!("uid-{c}")),
+                ..ClusterView::default()
+            };
+            (format!("c{c}"), Observation::Observed(view))
+        })
+        .collect();
+    let mut planner = Planner::default();
+    let started = Instant::now();
+    let mut passes = 0;
+    loop {
+        let plan = planner.plan(&spec, &identity, &settings, &observations);
+        passes += 1;
+        if plan.writes.is_empty() || passes == 5 {
+            break;
+        }
+        apply(&mut observations, &plan);
+    }
+    println!(
+        "{clusters}×{n} nodes: converged in {passes} passes, {:.1} ms",
+        ms(started)
+    );
+    let full = time(20, || {
+        plan(&spec, &identity, &settings, &observations);
+    });
+    println!("a pass from scratch (`plan`): {full}");
+    let steady = time(20, || {
+        planner.plan(&spec, &identity, &settings, &observations);
+    });
+    println!("a pass with nothing changed (`Planner`): {steady}");
+    // One node joins cluster c1 and converges, over and over.
+    let mut next = n;
+    let joined = time(20, || {
+        if let Some(Observation::Observed(view)) = observations.get_mut("c1") {
+            view.nodes.push(Arc::new(node(1, next)));
+        }
+        next += 1;
+        let plan = planner.plan(&spec, &identity, &settings, &observations);
+        apply(&mut observations, &plan);
+    });
+    println!("a node joins, and its Peers land (`Planner`): {joined}");
+}
+
+fn apply(observations: &mut BTreeMap<String, Observation>, plan: &mesh::Plan) {
+    for (cluster, writes) in &plan.writes {
+        if let Some(Observation::Observed(view)) = observations.get_mut(cluster) {
+            view.peers = applied(view, writes);
+        }
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Runs `pass` `times` times: the median and the slowest, in ms.
+fn time(times: usize, mut pass: impl FnMut()) -> String {
+    let mut took: Vec<f64> = (0..times)
+        .map(|_| {
+            let started = Instant::now();
+            pass();
+            ms(started)
+        })
+        .collect();
+    took.sort_by(f64::total_cmp);
+    format!(
+        "median {:.2} ms, max {:.2} ms ({times} passes)",
+        took[times / 2],
+        took[times - 1]
+    )
+}
