@@ -9,6 +9,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use api::WireGuardKey;
 use ipnet::IpNet;
+use rustc_hash::FxHashMap;
 
 use crate::{
     node::{EligibleNode, SkipReason},
@@ -18,12 +19,143 @@ use crate::{
 /// A node of the mesh: its cluster and its name.
 type Holder<'a> = (&'a str, &'a str);
 
+/// Every cluster's eligible nodes (or locations), by name.
+pub type Eligible = BTreeMap<String, Arc<BTreeMap<String, Arc<EligibleNode>>>>;
+
+/// The claims the pass before settled, to settle the next one by the nodes
+/// that changed only. While no node of the mesh shares a key or a range
+/// with another, the claims of the nodes that left are let go and those of
+/// the nodes that came are checked against the rest; a node that would
+/// take another's claim, or a mesh where some node already lost one, is
+/// settled again whole, since which node keeps a claim then depends on age.
+/// The first pass settles the mesh whole too.
+#[derive(Debug)]
+pub struct Settled {
+    /// The nodes settled, by address (kept alive: the address is their
+    /// holder in `keys` and `ranges`).
+    nodes: FxHashMap<usize, Arc<EligibleNode>>,
+    keys: BTreeMap<WireGuardKey, usize>,
+    ranges: Ranges<usize>,
+    /// Settle the whole mesh next: nothing is settled yet, or some node
+    /// lost a claim.
+    whole: bool,
+}
+
+impl Default for Settled {
+    fn default() -> Self {
+        Self {
+            nodes: FxHashMap::default(),
+            keys: BTreeMap::new(),
+            ranges: Ranges::default(),
+            whole: true,
+        }
+    }
+}
+
+fn address(node: &Arc<EligibleNode>) -> usize {
+    Arc::as_ptr(node) as usize
+}
+
+impl Settled {
+    /// Whether `node` may claim its key and ranges: none taken, and its own
+    /// ranges apart.
+    fn claimable(&self, node: &EligibleNode) -> bool {
+        let apart = node.allowed_ips.iter().enumerate().all(|(i, a)| {
+            node.allowed_ips[i + 1..]
+                .iter()
+                .all(|b| !a.contains(b) && !b.contains(a))
+        });
+        apart
+            && !self.keys.contains_key(&node.key)
+            && node
+                .allowed_ips
+                .iter()
+                .all(|r| self.ranges.holder(r).is_none())
+    }
+
+    fn claim(&mut self, node: &Arc<EligibleNode>) {
+        let holder = address(node);
+        self.keys.insert(node.key.clone(), holder);
+        for range in &node.allowed_ips {
+            self.ranges.claim(*range, holder);
+        }
+        self.nodes.insert(holder, node.clone());
+    }
+
+    fn release(&mut self, node: &EligibleNode, holder: usize) {
+        if self.keys.get(&node.key) == Some(&holder) {
+            self.keys.remove(&node.key);
+        }
+        for range in &node.allowed_ips {
+            self.ranges.release(range, holder);
+        }
+    }
+
+    /// The claims of `eligible`, settled with no node skipped.
+    fn of(eligible: &Eligible) -> Self {
+        let mut settled = Self {
+            whole: false,
+            ..Self::default()
+        };
+        for node in eligible.values().flat_map(|nodes| nodes.values()) {
+            if !settled.claimable(node) {
+                return Self::default();
+            }
+            settled.claim(node);
+        }
+        settled
+    }
+}
+
+/// [`settle`], by the nodes that changed since `before` where it can (see
+/// [`Settled`]); `before` becomes this pass's.
+pub fn settle_again(
+    before: &mut Settled,
+    eligible: &mut Eligible,
+) -> BTreeMap<String, Vec<SkippedNode>> {
+    if !before.whole {
+        let current: FxHashMap<usize, &Arc<EligibleNode>> = eligible
+            .values()
+            .flat_map(|nodes| nodes.values())
+            .map(|node| (address(node), node))
+            .collect();
+        let gone: Vec<usize> = before
+            .nodes
+            .keys()
+            .filter(|holder| !current.contains_key(holder))
+            .copied()
+            .collect();
+        for holder in gone {
+            if let Some(node) = before.nodes.remove(&holder) {
+                before.release(&node, holder);
+            }
+        }
+        let mut clean = true;
+        for (holder, node) in current {
+            if !before.nodes.contains_key(&holder) {
+                if !before.claimable(node) {
+                    clean = false;
+                    break;
+                }
+                before.claim(node);
+            }
+        }
+        if clean {
+            return BTreeMap::new();
+        }
+    }
+    let skipped = settle(eligible);
+    *before = match skipped.is_empty() {
+        true => Settled::of(eligible),
+        false => Settled::default(),
+    };
+    skipped
+}
+
 /// Removes from `eligible` (per cluster, by node name) every node that
 /// would share a key or a range with an older node anywhere in the mesh.
 /// Returns the nodes removed, per cluster.
-pub fn settle(
-    eligible: &mut BTreeMap<String, BTreeMap<String, Arc<EligibleNode>>>,
-) -> BTreeMap<String, Vec<SkippedNode>> {
+pub fn settle(eligible: &mut Eligible) -> BTreeMap<String, Vec<SkippedNode>> {
     let mut order: Vec<(i64, Holder, &EligibleNode)> = eligible
         .iter()
         .flat_map(|(cluster, nodes)| {
@@ -74,7 +206,7 @@ pub fn settle(
     let mut skipped: BTreeMap<String, Vec<SkippedNode>> = BTreeMap::new();
     for (cluster, lost) in losers {
         if let Some(nodes) = eligible.get_mut(&cluster) {
-            nodes.remove(&lost.name);
+            Arc::make_mut(nodes).remove(&lost.name);
         }
         skipped.entry(cluster).or_default().push(lost);
     }
@@ -84,12 +216,20 @@ pub fn settle(
 /// Claimed ranges, pairwise disjoint, by family and first address: the one
 /// that starts last at or before a range's end is the only one that can
 /// overlap it.
-#[derive(Default)]
-struct Ranges<'a> {
-    claimed: BTreeMap<(bool, u128), (u128, Holder<'a>)>,
+#[derive(Debug)]
+struct Ranges<H> {
+    claimed: BTreeMap<(bool, u128), (u128, H)>,
 }
 
-impl<'a> Ranges<'a> {
+impl<H> Default for Ranges<H> {
+    fn default() -> Self {
+        Self {
+            claimed: BTreeMap::new(),
+        }
+    }
+}
+
+impl<H: Copy + PartialEq> Ranges<H> {
     fn bounds(range: &IpNet) -> (bool, u128, u128) {
         match range {
             IpNet::V4(v4) => (
@@ -102,15 +242,27 @@ impl<'a> Ranges<'a> {
     }
 
     /// Who claimed a range overlapping `range`, if anyone.
-    fn holder(&self, range: &IpNet) -> Option<Holder<'a>> {
+    fn holder(&self, range: &IpNet) -> Option<H> {
         let (v6, first, last) = Self::bounds(range);
         let (&(family, _), (end, holder)) = self.claimed.range(..=(v6, last)).next_back()?;
         (family == v6 && *end >= first).then_some(*holder)
     }
 
-    fn claim(&mut self, range: IpNet, holder: Holder<'a>) {
+    fn claim(&mut self, range: IpNet, holder: H) {
         let (v6, first, last) = Self::bounds(&range);
         self.claimed.insert((v6, first), (last, holder));
+    }
+
+    /// Lets go of `range`, if `holder` holds it.
+    fn release(&mut self, range: &IpNet, holder: H) {
+        let (v6, first, _) = Self::bounds(range);
+        if self
+            .claimed
+            .get(&(v6, first))
+            .is_some_and(|(_, h)| *h == holder)
+        {
+            self.claimed.remove(&(v6, first));
+        }
     }
 }
 
@@ -133,8 +285,8 @@ mod tests {
     fn eligible(
         cluster: &ClusterSpec,
         nodes: &[(&str, &str, &str, &str, i64)],
-    ) -> BTreeMap<String, Arc<EligibleNode>> {
-        nodes
+    ) -> Arc<BTreeMap<String, Arc<EligibleNode>>> {
+        let nodes = nodes
             .iter()
             .map(|(name, key, pod, wireguard, created)| {
                 let mut view = node(name, &[pod], wireguard);
@@ -144,7 +296,8 @@ mod tests {
                 let checked = check_full(&view, cluster, &Default::default(), false, None).unwrap();
                 (name.to_string(), Arc::new(checked))
             })
-            .collect()
+            .collect();
+        Arc::new(nodes)
     }
 
     const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";

@@ -257,10 +257,11 @@ impl Liveness {
 
 /// How a cluster's Kilo lays out its mesh (`--mesh-granularity`, as its
 /// agents annotate their Nodes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Granularity {
     /// Every node is its own leader: one Peer per node (`full`, and `cross`,
     /// where nodes of one location are simply not peers of each other).
+    #[default]
     PerNode,
     /// One leader per location carries the whole location: one Peer per
     /// location.

@@ -2,9 +2,11 @@
 //! must hold and the writes that get them there.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, hash_map::Entry},
     sync::Arc,
 };
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use api::{ClusterMeshSpec, PeerPlacement, PeerSpec};
 use ipnet::IpNet;
@@ -200,15 +202,39 @@ struct Memo {
     context: Option<MemoContext>,
     /// Per cluster: each node's check.
     checks: HashMap<String, Checks>,
-    /// Per source cluster, per node (or location): the Peer built for it.
-    built: HashMap<String, HashMap<String, Built>>,
-    /// Per target cluster, per Peer name: the pair of desired and observed
-    /// Peer that were found to match.
+    /// Which node keeps each key and range.
+    settled: claims::Settled,
+    /// Per cluster: what the plan makes of each Peer it holds.
+    held: HashMap<String, FxHashMap<usize, Held>>,
+    /// The number of the last pass: each entry above records the last pass
+    /// that used it, and those a pass did not use are let go.
+    pass: u64,
+    /// Per source cluster, per checked node (or location), by address: the
+    /// Peer built for it.
+    built: HashMap<String, FxHashMap<usize, Built>>,
+    /// Per target cluster: the pairs of desired and held Peer that were
+    /// found to match.
     matching: HashMap<String, Matching>,
 }
 
-/// Per Peer name: a desired Peer and the Peer a cluster holds that matches it.
-type Matching = HashMap<String, (Arc<DesiredPeer>, Arc<ObservedPeer>)>;
+/// Per desired Peer (by address): it, and the Peer a cluster holds that
+/// matches it.
+type Matching = FxHashMap<usize, Matched>;
+
+#[derive(Debug)]
+struct Matched {
+    /// Held so that no other Peer takes its address (the key) meanwhile.
+    _desired: Arc<DesiredPeer>,
+    held: Arc<ObservedPeer>,
+    pass: u64,
+}
+
+/// The address of a shared object: what the memos know it by. Each memo
+/// holds the `Arc` it keys, so no other object can have its address while
+/// the entry lives.
+fn address<T>(shared: &Arc<T>) -> usize {
+    Arc::as_ptr(shared) as usize
+}
 
 #[derive(Debug, PartialEq)]
 struct MemoContext {
@@ -219,26 +245,104 @@ struct MemoContext {
     settings: Settings,
 }
 
-/// One cluster's node checks, made at one granularity.
-#[derive(Debug)]
+/// One cluster's node checks, made at one granularity, by the address of
+/// the view checked; and the cluster's nodes as the last pass found them.
+#[derive(Debug, Default)]
 struct Checks {
     granularity: Granularity,
-    nodes: HashMap<String, Checked>,
+    nodes: FxHashMap<usize, Checked>,
+    /// The peerable nodes, by name.
+    eligible: Arc<BTreeMap<String, Arc<EligibleNode>>>,
+    /// The others, by name, with why.
+    skipped: BTreeMap<String, SkipReason>,
+    /// The number of the last pass.
+    pass: u64,
+}
+
+impl Checks {
+    fn skipped(&self) -> Vec<SkippedNode> {
+        let skipped = self.skipped.iter();
+        skipped
+            .map(|(name, reason)| SkippedNode {
+                name: name.clone(),
+                reason: reason.clone(),
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug)]
 struct Checked {
     view: Arc<NodeView>,
     outcome: Result<Arc<EligibleNode>, SkipReason>,
+    /// The outcome, or why the node was silent, at the last pass that saw it.
+    state: Result<Arc<EligibleNode>, SkipReason>,
+    /// The last pass that saw it.
+    pass: u64,
+}
+
+/// Whether two states of a node are the same: the same check, or the same
+/// reason to skip it.
+fn same_state(
+    a: &Result<Arc<EligibleNode>, SkipReason>,
+    b: &Result<Arc<EligibleNode>, SkipReason>,
+) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Arc::ptr_eq(a, b),
+        (Err(a), Err(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A Peer a cluster holds (kept alive: the memo knows it by its address),
+/// who wrote it, and the anchor it carries, if it is one (source cluster
+/// and node).
+#[derive(Debug)]
+struct Held {
+    /// Held so that no other Peer takes its address (the key) meanwhile.
+    _peer: Arc<ObservedPeer>,
+    writer: Writer,
+    anchor: Option<(String, String)>,
+    pass: u64,
+}
+
+/// Brings `held` up to the Peers `view` holds: who wrote each, and which
+/// anchor it carries, found for the Peers not seen before.
+fn hold(view: &ClusterView, writers: &Writers, held: &mut FxHashMap<usize, Held>, pass: u64) {
+    for peer in &view.peers {
+        let known = held.entry(address(peer)).or_insert_with(|| {
+            let label = |key: &str| peer.labels.get(key).map(String::as_str);
+            let anchor = (label(ANCHOR_LABEL) == Some("true"))
+                .then(|| {
+                    Some((
+                        label(CLUSTER_LABEL)?.to_owned(),
+                        peer.annotations.get(NODE_ANNOTATION)?.clone(),
+                    ))
+                })
+                .flatten();
+            Held {
+                _peer: peer.clone(),
+                writer: writers.of(peer),
+                anchor,
+                pass,
+            }
+        });
+        known.pass = pass;
+    }
+    if held.len() > view.peers.len() {
+        held.retain(|_, known| known.pass == pass);
+    }
 }
 
 /// A Peer built for one node, and what it was built from.
 #[derive(Debug)]
 struct Built {
-    node: Arc<EligibleNode>,
+    /// Held so that no other node takes its address (the key) meanwhile.
+    _node: Arc<EligibleNode>,
     /// The ranges it carries as its cluster's anchor, if it is.
     anchor_ranges: Option<Vec<IpNet>>,
     peer: Arc<DesiredPeer>,
+    pass: u64,
 }
 
 impl Planner {
@@ -320,17 +424,36 @@ fn plan_with(
             ..Memo::default()
         };
     }
+    memo.pass += 1;
+    let pass = memo.pass;
     let mesh_label = identity.label_value();
     let mesh = mesh_label.as_str();
     let writers = Writers::new(identity, clusters.iter().map(|c| c.name.as_str()));
+    memo.held.retain(|name, _| {
+        observation(name).view().is_some() && clusters.iter().any(|c| c.name == *name)
+    });
+    for cluster in &clusters {
+        if let Some(view) = observation(&cluster.name).view() {
+            let held = memo.held.entry(cluster.name.clone()).or_default();
+            hold(view, &writers, held, pass);
+        }
+    }
+    let held = &memo.held;
+    // Who wrote a Peer `target` holds.
+    let writer_of = |target: &str, peer: &Arc<ObservedPeer>| {
+        let known = held.get(target).and_then(|h| h.get(&address(peer)));
+        known.map_or_else(|| writers.of(peer), |known| known.writer.clone())
+    };
     // The Peers this mesh keeps on `target`: its own, released ones of the
     // mesh, and on its own cluster those another operator of the mesh wrote
     // there (a hub, before the mesh went decentralized): taken over in place.
-    let keeps = |target: &str, peer: &ObservedPeer| match writers.of(peer) {
+    let keeps_written = |target: &str, writer: &Writer| match writer {
         Writer::This | Writer::Released => true,
         Writer::Sibling(_) => target == identity.hub_cluster,
         Writer::OtherMesh { .. } | Writer::Unmanaged => false,
     };
+    let keeps =
+        |target: &str, peer: &Arc<ObservedPeer>| keeps_written(target, &writer_of(target, peer));
     let keeps = &keeps;
     // A cluster whose own operator of this mesh writes its Peers is left to
     // it: always with `LocalCluster` placement; from a hub once that
@@ -338,9 +461,10 @@ fn plan_with(
     let cluster_writers: BTreeMap<&str, ClusterWriter> = clusters
         .iter()
         .map(|target| {
-            let writes_itself = |view: &ClusterView| {
-                let own = Writer::Sibling(target.name.clone());
-                view.peers.iter().any(|p| writers.of(p) == own)
+            let own = Writer::Sibling(target.name.clone());
+            let writes_itself = |_: &ClusterView| {
+                let held = held.get(target.name.as_str());
+                held.is_some_and(|held| held.values().any(|h| h.writer == own))
             };
             let writer = if target.local {
                 ClusterWriter::ThisOperator
@@ -359,41 +483,56 @@ fn plan_with(
         writer.copied().unwrap_or_default()
     };
 
-    // Every Peer this mesh keeps on a readable cluster it writes, for the
-    // anchor's stickiness and for counting unreachable clusters' Peers.
-    let owned_peers: Vec<&ObservedPeer> = clusters
+    // The Peers this mesh keeps on the readable clusters it writes: the
+    // anchors they carry, by source cluster, for the anchor's stickiness;
+    // all of one source's, for counting a source that cannot be read.
+    let owned: Vec<(&str, &ClusterView)> = clusters
         .iter()
         .filter(|c| writer(c) == ClusterWriter::ThisOperator)
         .filter_map(|c| match observation(&c.name) {
-            Observation::Observed(view) => Some(
-                view.peers
-                    .iter()
-                    .map(|p| &**p)
-                    .filter(move |p| keeps(&c.name, p)),
-            ),
+            Observation::Observed(view) => Some((c.name.as_str(), view)),
             Observation::Unreachable { .. } => None,
         })
-        .flatten()
         .collect();
+    let mut anchors: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (target, _) in &owned {
+        let kept = held[*target]
+            .values()
+            .filter(|h| keeps_written(target, &h.writer));
+        for (source, node) in kept.filter_map(|h| h.anchor.as_ref()) {
+            anchors.entry(source).or_default().insert(node.clone());
+        }
+    }
+    // The nodes of `source` that have Peers this mesh keeps.
+    let kept_nodes = |source: &str| {
+        let mut nodes = BTreeSet::new();
+        for (target, view) in &owned {
+            let of_source = view
+                .peers
+                .iter()
+                .filter(|p| p.labels.get(CLUSTER_LABEL).is_some_and(|c| c == source));
+            for peer in of_source.filter(|p| keeps(target, p)) {
+                nodes.extend(peer_nodes(peer).into_iter().map(str::to_owned));
+            }
+        }
+        nodes.len()
+    };
 
     let mut eligible = BTreeMap::new();
     let mut skipped = BTreeMap::new();
-    let mut checks_before = std::mem::take(&mut memo.checks);
+    let mut granularities = BTreeMap::new();
+    memo.checks
+        .retain(|name, _| clusters.iter().any(|c| c.name == *name));
     for cluster in &clusters {
-        let before = checks_before.remove(&cluster.name);
-        let (nodes, skips, checks) = eligibility(
-            cluster,
-            observation(&cluster.name),
-            &blocked,
-            settings,
-            before,
-        );
-        eligible.insert(cluster.name.clone(), nodes);
-        skipped.insert(cluster.name.clone(), skips);
-        memo.checks.insert(cluster.name.clone(), checks);
+        let checks = memo.checks.entry(cluster.name.clone()).or_default();
+        let view = observation(&cluster.name).view();
+        eligibility(cluster, view, &blocked, settings, checks);
+        eligible.insert(cluster.name.clone(), checks.eligible.clone());
+        skipped.insert(cluster.name.clone(), checks.skipped());
+        granularities.insert(cluster.name.as_str(), checks.granularity);
     }
     let unresolvable_endpoints = unresolvable(&eligible, &settings.dns_answers);
-    for (cluster, lost) in claims::settle(&mut eligible) {
+    for (cluster, lost) in claims::settle_again(&mut memo.settled, &mut eligible) {
         skipped.entry(cluster).or_default().extend(lost);
     }
     // A location's nodes are one Peer, its leader's.
@@ -401,11 +540,12 @@ fn plan_with(
         let Some(view) = observation(&cluster.name).view() else {
             continue;
         };
-        if Granularity::of(&view.nodes) == Granularity::Location {
+        if granularities.get(cluster.name.as_str()) == Some(&Granularity::Location) {
             let nodes = eligible.remove(&cluster.name).unwrap_or_default();
+            let nodes = Arc::unwrap_or_clone(nodes);
             let (locations, lost) =
                 segment::by_location(&view.nodes, nodes, settings.liveness.as_ref());
-            eligible.insert(cluster.name.clone(), locations);
+            eligible.insert(cluster.name.clone(), Arc::new(locations));
             skipped
                 .entry(cluster.name.clone())
                 .or_default()
@@ -418,15 +558,18 @@ fn plan_with(
     let mut sources = BTreeMap::new();
     let mut reports = Vec::new();
     for cluster in &clusters {
-        let (source, report) = source(
+        let (source, mut report) = source(
             cluster,
             observation(&cluster.name),
             eligible.remove(&cluster.name).unwrap_or_default(),
             skipped.remove(&cluster.name).unwrap_or_default(),
             &blocked,
-            &owned_peers,
+            anchors.get(cluster.name.as_str()),
             writer(cluster),
         );
+        if report.unreachable.is_some() {
+            report.registered_peers = kept_nodes(&cluster.name);
+        }
         sources.insert(cluster.name.clone(), source);
         reports.push(report);
     }
@@ -475,14 +618,15 @@ fn plan_with(
     }
 
     // A node's Peer is the same on every other cluster: built once, shared.
-    let mut built_before = std::mem::take(&mut memo.built);
+    memo.built.retain(|name, _| {
+        observation(name).is_observed() && clusters.iter().any(|c| c.name == *name)
+    });
     let peers_of: BTreeMap<&str, Vec<Arc<DesiredPeer>>> = clusters
         .iter()
         .filter(|source| observation(&source.name).is_observed())
         .map(|source| {
-            let before = built_before.remove(&source.name).unwrap_or_default();
-            let (peers, built) = build(identity, mesh, source, &sources[&source.name], before);
-            memo.built.insert(source.name.clone(), built);
+            let built = memo.built.entry(source.name.clone()).or_default();
+            let peers = build(identity, mesh, source, &sources[&source.name], built, pass);
             (source.name.as_str(), peers)
         })
         .collect();
@@ -502,18 +646,23 @@ fn plan_with(
             let kept_source = |source: &str| {
                 clusters.iter().any(|c| c.name == source) && !observation(source).is_observed()
             };
-            let keeps = |peer: &ObservedPeer| keeps(&target.name, peer);
-            let matching = memo.matching.remove(&target.name).unwrap_or_default();
-            let (cluster_writes, conflicts, matching) = diff(
+            let keeps = |peer: &Arc<ObservedPeer>| keeps(&target.name, peer);
+            let writer_of = |peer: &Arc<ObservedPeer>| writer_of(&target.name, peer);
+            let matching = memo.matching.entry(target.name.clone()).or_default();
+            let held = &memo.held[&target.name];
+            let (cluster_writes, conflicts) = diff(
                 &target.name,
                 view,
                 &wanted,
-                &writers,
+                Known {
+                    held,
+                    matching,
+                    pass,
+                },
+                writer_of,
                 keeps,
                 kept_source,
-                matching,
             );
-            memo.matching.insert(target.name.clone(), matching);
             peer_conflicts.extend(conflicts);
             if !cluster_writes.is_empty() {
                 writes.insert(target.name.clone(), cluster_writes);
@@ -547,10 +696,7 @@ fn plan_with(
 
 /// Peerable nodes whose endpoint's name did not resolve at the latest
 /// lookup (with `--endpoint-dns=resolve`, they keep the last address).
-fn unresolvable(
-    eligible: &BTreeMap<String, BTreeMap<String, Arc<EligibleNode>>>,
-    answers: &DnsAnswers,
-) -> Vec<String> {
+fn unresolvable(eligible: &claims::Eligible, answers: &DnsAnswers) -> Vec<String> {
     eligible
         .iter()
         .flat_map(|(cluster, nodes)| nodes.values().map(move |node| (cluster, node)))
@@ -564,113 +710,147 @@ fn unresolvable(
 
 /// One source cluster's nodes, checked, and its anchor.
 struct Source {
-    eligible: BTreeMap<String, Arc<EligibleNode>>,
+    eligible: Arc<BTreeMap<String, Arc<EligibleNode>>>,
     anchor: Option<String>,
     /// Service and additional CIDRs the anchor routes (those not in conflict).
     anchor_ranges: Vec<IpNet>,
 }
 
-/// The nodes of one cluster that can be peered, and the others with why;
-/// with the checks made, for the next pass. A node whose view is the one
-/// `before` checked, but for its check-in time, is not checked again.
+/// Brings `checks` up to the cluster's nodes in `view`: which can be
+/// peered, and the others with why. A node whose view was checked before,
+/// or one like it but for its check-in time, is not checked again, and only
+/// the nodes whose state changed are changed in `checks.eligible` and
+/// `checks.skipped`.
 fn eligibility(
     cluster: &ClusterSpec,
-    observation: &Observation,
+    view: Option<&ClusterView>,
     blocked: &BTreeSet<(String, IpNet)>,
     settings: &Settings,
-    before: Option<Checks>,
-) -> (
-    BTreeMap<String, Arc<EligibleNode>>,
-    Vec<SkippedNode>,
-    Checks,
+    checks: &mut Checks,
 ) {
     let empty = ClusterView::default();
-    let view = observation.view().unwrap_or(&empty);
-    let mut nodes: Vec<_> = view.nodes.iter().collect();
-    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let view = view.unwrap_or(&empty);
     let granularity = Granularity::of(&view.nodes);
-    let mut before = before
-        .filter(|checks| checks.granularity == granularity)
-        .map(|checks| checks.nodes)
-        .unwrap_or_default();
-    let mut checks = Checks {
-        granularity,
-        nodes: HashMap::with_capacity(nodes.len()),
-    };
-    let mut eligible = BTreeMap::new();
-    let mut skipped = Vec::new();
-    for view in nodes {
-        let (name, outcome) = match before.remove_entry(view.name.as_str()) {
-            Some((name, known))
-                if Arc::ptr_eq(&known.view, view) || known.view.same_but_check_in(view) =>
-            {
-                (name, known.outcome)
-            }
-            _ => {
-                let outcome = node::check(view, cluster, blocked, granularity, settings);
-                (view.name.clone(), outcome.map(Arc::new))
-            }
+    if checks.granularity != granularity {
+        *checks = Checks {
+            granularity,
+            ..Checks::default()
         };
-        let checked = Checked {
-            view: view.clone(),
-            outcome: outcome.clone(),
+    }
+    checks.pass += 1;
+    let pass = checks.pass;
+    let silent = |node: &NodeView| settings.liveness.and_then(|l| l.judge(node));
+    // The nodes whose state changed, by name, and the views not seen before.
+    let mut changed: Vec<(String, Result<Arc<EligibleNode>, SkipReason>)> = Vec::new();
+    let mut unseen = Vec::new();
+    for node in &view.nodes {
+        let Some(known) = checks.nodes.get_mut(&address(node)) else {
+            unseen.push(node);
+            continue;
         };
-        checks.nodes.insert(name, checked);
-        let silent = settings.liveness.and_then(|l| l.judge(view));
-        match silent.map_or(outcome, Err) {
-            Ok(node) => {
-                eligible.insert(node.name.clone(), node);
-            }
-            Err(reason) => skipped.push(SkippedNode {
-                name: view.name.clone(),
-                reason,
-            }),
+        known.pass = pass;
+        let state = silent(node).map_or_else(|| known.outcome.clone(), Err);
+        if !same_state(&state, &known.state) {
+            known.state = state.clone();
+            changed.push((node.name.clone(), state));
         }
     }
-    (eligible, skipped, checks)
+    let mut new = Vec::with_capacity(unseen.len());
+    if !unseen.is_empty() {
+        // A node's view before, if it changed only in its check-in time.
+        let gone: HashMap<&str, &Checked> = checks
+            .nodes
+            .values()
+            .filter(|c| c.pass != pass)
+            .map(|c| (c.view.name.as_str(), c))
+            .collect();
+        for node in unseen {
+            let outcome = match gone.get(node.name.as_str()) {
+                Some(known) if known.view.same_but_check_in(node) => known.outcome.clone(),
+                _ => node::check(node, cluster, blocked, granularity, settings).map(Arc::new),
+            };
+            let state = silent(node).map_or_else(|| outcome.clone(), Err);
+            changed.push((node.name.clone(), state.clone()));
+            let checked = Checked {
+                view: node.clone(),
+                outcome,
+                state,
+                pass,
+            };
+            new.push((address(node), checked));
+        }
+    }
+    let eligible = Arc::make_mut(&mut checks.eligible);
+    if checks.nodes.len() + new.len() > view.nodes.len() {
+        checks.nodes.retain(|_, known| {
+            if known.pass != pass {
+                eligible.remove(&known.view.name);
+                checks.skipped.remove(&known.view.name);
+            }
+            known.pass == pass
+        });
+    }
+    checks.nodes.extend(new);
+    for (name, state) in changed {
+        match state {
+            Ok(node) => {
+                checks.skipped.remove(&name);
+                eligible.insert(name, node);
+            }
+            Err(reason) => {
+                eligible.remove(&name);
+                checks.skipped.insert(name, reason);
+            }
+        }
+    }
 }
 
 /// The Peers of one source's eligible nodes, built again only where the
-/// node or its anchor ranges differ from what `before` built them from;
-/// with what was built, for the next pass.
+/// node or its anchor ranges differ from what `built` holds.
 fn build(
     identity: &MeshIdentity,
     mesh: &str,
     cluster: &ClusterSpec,
     source: &Source,
-    mut before: HashMap<String, Built>,
-) -> (Vec<Arc<DesiredPeer>>, HashMap<String, Built>) {
-    let mut built = HashMap::with_capacity(source.eligible.len());
+    built: &mut FxHashMap<usize, Built>,
+    pass: u64,
+) -> Vec<Arc<DesiredPeer>> {
     let peers = source
         .eligible
         .iter()
         .map(|(name, node)| {
             let is_anchor = source.anchor.as_ref() == Some(name);
-            let anchor_ranges = is_anchor.then(|| source.anchor_ranges.clone());
-            let (name, entry) = match before.remove_entry(name.as_str()) {
-                Some((name, known))
-                    if (Arc::ptr_eq(&known.node, node) || known.node == *node)
-                        && known.anchor_ranges == anchor_ranges =>
-                {
-                    (name, known)
+            let anchor_ranges = is_anchor.then_some(source.anchor_ranges.as_slice());
+            let entry = built.entry(address(node));
+            let known = match entry {
+                Entry::Occupied(known) if known.get().anchor_ranges.as_deref() == anchor_ranges => {
+                    known.into_mut()
                 }
                 _ => {
-                    let peer =
-                        desired_peer(identity, mesh, cluster, node, anchor_ranges.as_deref());
-                    let entry = Built {
-                        node: node.clone(),
-                        anchor_ranges,
+                    let peer = desired_peer(identity, mesh, cluster, node, anchor_ranges);
+                    let fresh = Built {
+                        _node: node.clone(),
+                        anchor_ranges: anchor_ranges.map(<[IpNet]>::to_vec),
                         peer: Arc::new(peer),
+                        pass,
                     };
-                    (name.clone(), entry)
+                    match entry {
+                        Entry::Occupied(mut stale) => {
+                            stale.insert(fresh);
+                            stale.into_mut()
+                        }
+                        Entry::Vacant(vacant) => vacant.insert(fresh),
+                    }
                 }
             };
-            let peer = entry.peer.clone();
-            built.insert(name, entry);
-            peer
+            known.pass = pass;
+            known.peer.clone()
         })
         .collect();
-    (peers, built)
+    if built.len() > source.eligible.len() {
+        built.retain(|_, known| known.pass == pass);
+    }
+    peers
 }
 
 /// One cluster as a source of Peers: its eligible nodes (after the
@@ -678,17 +858,13 @@ fn build(
 fn source(
     cluster: &ClusterSpec,
     observation: &Observation,
-    eligible: BTreeMap<String, Arc<EligibleNode>>,
+    eligible: Arc<BTreeMap<String, Arc<EligibleNode>>>,
     skipped: Vec<SkippedNode>,
     blocked: &BTreeSet<(String, IpNet)>,
-    owned_peers: &[&ObservedPeer],
+    anchors: Option<&BTreeSet<String>>,
     writer: ClusterWriter,
 ) -> (Source, ClusterReport) {
     let nodes = observation.view().map_or(0, |view| view.nodes.len());
-    let of_cluster: Vec<&&ObservedPeer> = owned_peers
-        .iter()
-        .filter(|p| p.labels.get(CLUSTER_LABEL) == Some(&cluster.name))
-        .collect();
     let anchor_ranges: Vec<IpNet> = cluster
         .service
         .iter()
@@ -699,24 +875,12 @@ fn source(
     let anchor = if anchor_ranges.is_empty() {
         None
     } else {
-        let current = of_cluster
-            .iter()
-            .filter(|p| p.labels.get(ANCHOR_LABEL).is_some_and(|v| v == "true"))
-            .filter_map(|p| p.annotations.get(NODE_ANNOTATION).cloned())
-            .collect();
-        anchor::choose(&eligible, &current)
+        anchor::choose(&eligible, anchors.unwrap_or(&BTreeSet::new()))
     };
     let unreachable = unreachable(observation);
-    let registered_peers = if unreachable.is_none() {
-        eligible.values().map(|entry| entry.members.len()).sum()
-    } else {
-        // Kept as they were: count the nodes that have Peers.
-        of_cluster
-            .iter()
-            .flat_map(|p| peer_nodes(p))
-            .collect::<BTreeSet<_>>()
-            .len()
-    };
+    // Of a cluster that cannot be read, counted by the caller from the Peers
+    // kept as they were.
+    let registered_peers = eligible.values().map(|entry| entry.members.len()).sum();
     let report = ClusterReport {
         name: cluster.name.clone(),
         unreachable,
@@ -798,68 +962,103 @@ fn desired_peer(
     }
 }
 
+/// What [`diff`] knows of a target from the passes before.
+struct Known<'a> {
+    /// The Peers it holds, by address.
+    held: &'a FxHashMap<usize, Held>,
+    /// The pairs of wanted and held Peer found to match.
+    matching: &'a mut Matching,
+    pass: u64,
+}
+
 /// The writes that turn what `target` holds into `wanted`. The Peers the
 /// mesh `keeps` there are changed in place or deleted, but those of a source
 /// that could not be read (`kept_source`), which are left as they are; any
 /// other Peer in the way is a conflict. A pair of wanted and held Peer that
-/// `matched_before` is not compared again; the pairs that match now are
-/// returned for the next pass.
+/// matched before, both still the same objects, is not compared again.
 fn diff(
     target: &str,
     view: &ClusterView,
     wanted: &[Arc<DesiredPeer>],
-    writers: &Writers,
-    keeps: impl Fn(&ObservedPeer) -> bool,
+    known: Known,
+    writer_of: impl Fn(&Arc<ObservedPeer>) -> Writer,
+    keeps: impl Fn(&Arc<ObservedPeer>) -> bool,
     kept_source: impl Fn(&str) -> bool,
-    mut matched_before: Matching,
-) -> (ClusterWrites, Vec<PeerConflict>, Matching) {
-    let observed: HashMap<&str, &Arc<ObservedPeer>> =
-        view.peers.iter().map(|p| (p.name.as_str(), p)).collect();
+) -> (ClusterWrites, Vec<PeerConflict>) {
+    let Known {
+        held,
+        matching,
+        pass,
+    } = known;
+    // Made on the first wanted Peer that did not match before.
+    let mut by_name: Option<HashMap<&str, &Arc<ObservedPeer>>> = None;
     let mut writes = ClusterWrites::default();
     let mut conflicts = Vec::new();
-    let mut matched = HashMap::with_capacity(wanted.len());
+    let mut matched = 0;
     for peer in wanted {
-        let Some(existing) = observed.get(peer.name.as_str()) else {
-            writes.apply.push(peer.clone());
+        if let Some(pair) = matching.get_mut(&address(peer))
+            && held.contains_key(&address(&pair.held))
+        {
+            pair.pass = pass;
+            matched += 1;
             continue;
-        };
-        match matched_before.remove_entry(peer.name.as_str()) {
-            Some((name, pair)) if Arc::ptr_eq(&pair.0, peer) && Arc::ptr_eq(&pair.1, existing) => {
-                matched.insert(name, pair);
-            }
-            _ if !keeps(existing) => conflicts.push(PeerConflict {
+        }
+        let by_name = by_name
+            .get_or_insert_with(|| view.peers.iter().map(|p| (p.name.as_str(), p)).collect());
+        match by_name.get(peer.name.as_str()) {
+            None => writes.apply.push(peer.clone()),
+            Some(existing) if !keeps(existing) => conflicts.push(PeerConflict {
                 cluster: target.to_owned(),
                 peer: peer.name.clone(),
-                writer: writers.of(existing),
+                writer: writer_of(existing),
             }),
-            _ if matches(existing, peer) => {
-                matched.insert(peer.name.clone(), (peer.clone(), Arc::clone(existing)));
+            Some(existing) if matches(existing, peer) => {
+                let pair = Matched {
+                    _desired: peer.clone(),
+                    held: Arc::clone(existing),
+                    pass,
+                };
+                matching.insert(address(peer), pair);
+                matched += 1;
             }
-            _ => writes.apply.push(peer.clone()),
+            Some(_) => writes.apply.push(peer.clone()),
         }
     }
+    if matching.len() > matched {
+        matching.retain(|_, pair| pair.pass == pass);
+    }
     writes.apply.sort_by(|a, b| a.name.cmp(&b.name));
-    let wanted: HashSet<&str> = wanted.iter().map(|p| p.name.as_str()).collect();
-    for peer in view
-        .peers
-        .iter()
-        .filter(|p| !wanted.contains(p.name.as_str()) && keeps(p))
-    {
-        let source = peer
-            .labels
-            .get(CLUSTER_LABEL)
-            .map(String::as_str)
-            .unwrap_or_default();
-        if !kept_source(source) {
-            writes.delete.push(PeerDeletion {
-                name: peer.name.clone(),
-                uid: peer.uid.clone(),
-                resource_version: peer.resource_version.clone(),
-            });
+    // Held Peers no wanted Peer matched: the mesh's own are deleted unless
+    // wanted (then they are being changed).
+    if matched < view.peers.len() {
+        let matched: FxHashSet<usize> = matching.values().map(|pair| address(&pair.held)).collect();
+        let mut wanted_names: Option<HashSet<&str>> = None;
+        for peer in view
+            .peers
+            .iter()
+            .filter(|p| !matched.contains(&address(p)) && keeps(p))
+        {
+            let wanted_names = wanted_names
+                .get_or_insert_with(|| wanted.iter().map(|p| p.name.as_str()).collect());
+            if wanted_names.contains(peer.name.as_str()) {
+                continue;
+            }
+            let source = peer
+                .labels
+                .get(CLUSTER_LABEL)
+                .map(String::as_str)
+                .unwrap_or_default();
+            if !kept_source(source) {
+                writes.delete.push(PeerDeletion {
+                    name: peer.name.clone(),
+                    uid: peer.uid.clone(),
+                    resource_version: peer.resource_version.clone(),
+                });
+            }
         }
     }
     writes.delete.sort_by(|a, b| a.name.cmp(&b.name));
-    (writes, conflicts, matched)
+    (writes, conflicts)
 }
 
 /// True when `observed` already is `wanted`: same spec, and every label and

@@ -346,14 +346,10 @@ impl Context {
             return Ok(Action::requeue(SYNC_WAIT));
         }
         let names = observed
-            .observations
-            .values()
-            .filter_map(Observation::view)
-            .flat_map(|view| {
-                view.nodes
-                    .iter()
-                    .filter_map(|node| mesh::endpoint_name(node))
-            })
+            .resolved
+            .keys()
+            .filter_map(|name| observed.watched(name))
+            .flat_map(|cluster| cluster.views.endpoint_names())
             .collect();
         let dns_answers = self.resolver.answers(&mesh_ref, names).await;
         let stage = self.metrics.stage_done("observe", started);

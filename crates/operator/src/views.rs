@@ -38,6 +38,8 @@ struct NodeViews {
     /// Per node: Kilo's last check-in as the node gives it, and its view,
     /// whose check-in time is never earlier than `seeing_since`.
     nodes: BTreeMap<String, (Option<i64>, Arc<NodeView>)>,
+    /// Per node whose endpoint is a DNS name: that name.
+    endpoint_names: BTreeMap<String, String>,
     /// See [`crate::clusters::Health::seeing_since`].
     seeing_since: i64,
 }
@@ -46,8 +48,17 @@ impl NodeViews {
     fn insert(&mut self, node: &Node) {
         let last_seen = observe::last_seen(node);
         let view = observe::node_view(node, self.seeing_since);
+        match mesh::endpoint_name(&view) {
+            Some(name) => self.endpoint_names.insert(view.name.clone(), name),
+            None => self.endpoint_names.remove(&view.name),
+        };
         self.nodes
             .insert(view.name.clone(), (last_seen, Arc::new(view)));
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.nodes.remove(name);
+        self.endpoint_names.remove(name);
     }
 }
 
@@ -68,6 +79,11 @@ impl Views {
         nodes.nodes.values().map(|(_, view)| view.clone()).collect()
     }
 
+    /// The DNS names the cluster's nodes give as their endpoints.
+    pub fn endpoint_names(&self) -> Vec<String> {
+        lock(&self.nodes).endpoint_names.values().cloned().collect()
+    }
+
     /// The cluster's Peers, by name.
     pub fn peers(&self) -> Vec<Arc<ObservedPeer>> {
         lock(&self.peers).values().cloned().collect()
@@ -77,9 +93,10 @@ impl Views {
         let mut nodes = lock(&self.nodes);
         match update {
             Update::Apply(node) => nodes.insert(&node),
-            Update::Delete(name) => drop(nodes.nodes.remove(&name)),
+            Update::Delete(name) => nodes.remove(&name),
             Update::Relisted(listed) => {
                 nodes.nodes.clear();
+                nodes.endpoint_names.clear();
                 listed.iter().for_each(|node| nodes.insert(node));
             }
         }
@@ -134,6 +151,17 @@ mod tests {
         assert!(after[1].same_but_check_in(&first[1]));
         views.update_nodes(Update::Delete("n1".into()));
         assert_eq!(views.nodes(0).len(), 1);
+        let mut named = node("n3", 100);
+        if let Some(annotations) = named.metadata.annotations.as_mut() {
+            annotations.insert(
+                "kilo.squat.ai/endpoint".into(),
+                "n3.example.org:51820".into(),
+            );
+        }
+        views.update_nodes(Update::Apply(named));
+        assert_eq!(views.endpoint_names(), ["n3.example.org"]);
+        views.update_nodes(Update::Delete("n3".into()));
+        assert!(views.endpoint_names().is_empty());
     }
 
     #[test]
