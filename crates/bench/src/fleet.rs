@@ -27,12 +27,23 @@ pub const NAMESPACE: &str = "kilo-system";
 /// or changes nodes.
 const SETUP_CONCURRENCY: usize = 32;
 
-/// Cluster names, in the order of the control planes; the first is the hub.
-const NAMES: [&str; 3] = ["a", "b", "c"];
+/// Control planes started at once.
+const STARTING_AT_ONCE: usize = 4;
 
-/// Three clusters, the first the hub.
+/// The most clusters a fleet can have: the ranges of [`entry`] and the
+/// names of [`name`] run out after that.
+pub const MAX_CLUSTERS: usize = 26;
+
+/// The name of cluster `c` (0-based): a, b, c, ...
+fn name(c: usize) -> String {
+    char::from(b'a' + u8::try_from(c % MAX_CLUSTERS).unwrap_or_default()).to_string()
+}
+
+/// The clusters, the first the hub.
 pub struct Fleet {
     pub planes: Vec<ControlPlane>,
+    /// Cluster names, in the order of the control planes.
+    names: Vec<String>,
     /// Admin kubeconfig file of each plane.
     kubeconfigs: Vec<PathBuf>,
     /// Nodes `node-0 .. node-{nodes}` exist on every cluster.
@@ -43,11 +54,26 @@ pub struct Fleet {
 impl Fleet {
     /// Starts the control planes and gives the hub least-privilege access to
     /// the others with the operator's own `connect` command.
-    pub async fn start(operator: &Path) -> anyhow::Result<Self> {
-        let planes = ControlPlane::start_many(NAMES.len()).await?;
+    pub async fn start(operator: &Path, clusters: usize) -> anyhow::Result<Self> {
+        if !(2..=MAX_CLUSTERS).contains(&clusters) {
+            bail!("a fleet has 2 to {MAX_CLUSTERS} clusters, not {clusters}");
+        }
+        let names: Vec<String> = (0..clusters).map(name).collect();
+        // A few at a time: two cores start three in seconds, twenty at once
+        // in minutes.
+        let mut planes = Vec::with_capacity(clusters);
+        let plane_names: Vec<String> = (0..clusters).map(|c| format!("cluster-{c}")).collect();
+        for batch in plane_names.chunks(STARTING_AT_ONCE) {
+            let starting = batch.iter().map(|name| ControlPlane::start(name));
+            let started: Result<Vec<_>, _> = futures::future::join_all(starting)
+                .await
+                .into_iter()
+                .collect();
+            planes.extend(started?);
+        }
         let dir = tempfile::tempdir()?;
         let mut kubeconfigs = Vec::new();
-        for (plane, name) in planes.iter().zip(NAMES) {
+        for (plane, name) in planes.iter().zip(&names) {
             let path = dir.path().join(format!("{name}.kubeconfig"));
             std::fs::write(&path, plane.admin_kubeconfig())?;
             kubeconfigs.push(path);
@@ -55,11 +81,12 @@ impl Fleet {
         }
         let fleet = Self {
             planes,
+            names,
             kubeconfigs,
             nodes: 0,
             _dir: dir,
         };
-        for remote in 1..NAMES.len() {
+        for remote in 1..clusters {
             fleet.connect(operator, remote).await?;
         }
         Ok(fleet)
@@ -68,7 +95,7 @@ impl Fleet {
     async fn connect(&self, operator: &Path, remote: usize) -> anyhow::Result<()> {
         let output = tokio::process::Command::new(operator)
             .arg("connect")
-            .args(["--name", NAMES[remote]])
+            .args(["--name", &self.names[remote]])
             .arg("--remote-kubeconfig")
             .arg(&self.kubeconfigs[remote])
             .arg("--kubeconfig")
@@ -80,15 +107,15 @@ impl Fleet {
         if !output.status.success() {
             bail!(
                 "connect --name {} failed: {}",
-                NAMES[remote],
+                self.names[remote],
                 String::from_utf8_lossy(&output.stderr)
             );
         }
         Ok(())
     }
 
-    pub fn names(&self) -> &'static [&'static str] {
-        &NAMES
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     pub fn client(&self, cluster: usize) -> Client {
@@ -107,7 +134,7 @@ impl Fleet {
     pub async fn grow_to(&mut self, count: u32) -> anyhow::Result<()> {
         let missing = self.nodes..count;
         let fleet = &*self;
-        let creates = (0..NAMES.len()).flat_map(|cluster| {
+        let creates = (0..self.names.len()).flat_map(|cluster| {
             missing
                 .clone()
                 .map(move |i| (cluster, node(cluster, &format!("node-{i}"), i)))
@@ -117,9 +144,11 @@ impl Fleet {
                 Api::<Node>::all(fleet.client(cluster))
                     .create(&PostParams::default(), &node)
                     .await
-                    .with_context(|| format!("creating {} on {}", node.name_any(), NAMES[cluster]))
+                    .with_context(|| {
+                        format!("creating {} on {}", node.name_any(), fleet.names[cluster])
+                    })
             })
-            .buffer_unordered(SETUP_CONCURRENCY * NAMES.len())
+            .buffer_unordered(SETUP_CONCURRENCY * self.names.len())
             .try_collect::<Vec<_>>()
             .await?;
         self.nodes = self.nodes.max(count);
@@ -133,7 +162,7 @@ impl Fleet {
 
     /// Creates the ClusterMesh `name` over all clusters.
     pub async fn create_mesh(&self, name: &str) -> anyhow::Result<()> {
-        let clusters = (0..NAMES.len()).map(entry).collect();
+        let clusters = (0..self.names.len()).map(entry).collect();
         let mut mesh = ClusterMesh::new(
             name,
             ClusterMeshSpec {
@@ -175,7 +204,7 @@ impl Fleet {
 
     /// Deletes every Peer of every cluster and waits until they are gone.
     pub async fn delete_all_peers(&self) -> anyhow::Result<()> {
-        for cluster in 0..NAMES.len() {
+        for cluster in 0..self.names.len() {
             let peers = Api::<Peer>::all(self.client(cluster));
             peers
                 .delete_collection(&DeleteParams::default(), &ListParams::default())
@@ -200,21 +229,25 @@ impl Fleet {
     }
 }
 
-/// The ranges of cluster `c` (0-based), sized for 16384 nodes: pods in
-/// `10.<16(c+1)>.0.0/12` (a /26 per node), WireGuard in `10.<101+c>.0.0/16`,
-/// services in `10.<201+c>.0.0/16`.
+/// The ranges of cluster `c` (0-based, below [`MAX_CLUSTERS`]), sized for
+/// 8192 nodes: pods in `10.<8c>.0.0/13` (a /26 per node), WireGuard in
+/// `100.<64+c>.0.0/16`, services in a /20 of `172.16.0.0/12`.
 pub fn entry(cluster: usize) -> ClusterEntry {
-    let k = cluster + 1;
+    let name = name(cluster);
     ClusterEntry {
-        name: NAMES[cluster].into(),
         local: cluster == 0,
         kubeconfig_secret_ref: (cluster != 0).then(|| SecretKeyRef {
-            name: format!("{}-kubeconfig", NAMES[cluster]),
+            name: format!("{name}-kubeconfig"),
             key: "kubeconfig".into(),
         }),
-        pod_cidrs: vec![format!("10.{}.0.0/12", 16 * k)],
-        wireguard_cidr: format!("10.{}.0.0/16", 100 + k),
-        service_cidr: Some(format!("10.{}.0.0/16", 200 + k)),
+        name,
+        pod_cidrs: vec![format!("10.{}.0.0/13", 8 * cluster)],
+        wireguard_cidr: format!("100.{}.0.0/16", 64 + cluster),
+        service_cidr: Some(format!(
+            "172.{}.{}.0/20",
+            16 + cluster / 16,
+            (cluster % 16) * 16
+        )),
         additional_cidrs: vec![],
     }
 }
@@ -222,9 +255,10 @@ pub fn entry(cluster: usize) -> ClusterEntry {
 /// Node `name`, number `i` of cluster `cluster`, annotated as Kilo's agent
 /// annotates it, Ready, with its own /26 of the cluster's pod range.
 pub fn node(cluster: usize, name: &str, i: u32) -> Node {
-    let k = u8::try_from(cluster + 1).unwrap_or(u8::MAX);
-    let pod_base = u32::from(Ipv4Addr::new(10, 16 * k, 0, 0)) + i * 64;
-    let wireguard_ip = u32::from(Ipv4Addr::new(10, 100 + k, 0, 0)) + i + 1;
+    let c = u8::try_from(cluster).unwrap_or(u8::MAX);
+    let k = c.saturating_add(1);
+    let pod_base = u32::from(Ipv4Addr::new(10, 8 * c, 0, 0)) + i * 64;
+    let wireguard_ip = u32::from(Ipv4Addr::new(100, 64 + c, 0, 0)) + i + 1;
     let mut key = [9u8; 32];
     key[0] = k;
     key[1..5].copy_from_slice(&i.to_be_bytes());
@@ -263,14 +297,17 @@ mod tests {
 
     #[test]
     fn nodes_get_distinct_ranges_inside_their_clusters() {
-        let last = node(2, "n", 16383);
+        let last = node(2, "n", 8191);
         let spec = last.spec.unwrap_or_default();
-        assert_eq!(spec.pod_cidr.as_deref(), Some("10.63.255.192/26"));
+        assert_eq!(spec.pod_cidr.as_deref(), Some("10.23.255.192/26"));
         let first = node(0, "n", 0);
         assert_eq!(
             first.annotations().get("kilo.squat.ai/wireguard-ip"),
-            Some(&"10.101.0.1/16".to_owned())
+            Some(&"100.64.0.1/16".to_owned())
         );
-        assert_eq!(entry(2).pod_cidrs, ["10.48.0.0/12"]);
+        assert_eq!(entry(2).pod_cidrs, ["10.16.0.0/13"]);
+        let last = entry(MAX_CLUSTERS - 1);
+        assert_eq!(last.name, "z");
+        assert_eq!(last.service_cidr.as_deref(), Some("172.17.144.0/20"));
     }
 }

@@ -60,7 +60,7 @@ pub async fn run(fleet: &Fleet) -> anyhow::Result<Manual> {
                     None,
                 )
                 .await?;
-                let peer = as_peer(&topology, node, fleet.names()[source], &service_cidr)?;
+                let peer = as_peer(&topology, node, &fleet.names()[source], &service_cidr)?;
                 kubectl_run(
                     &kubectl,
                     cache.path(),

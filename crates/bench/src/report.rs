@@ -16,6 +16,8 @@ pub struct Results {
     pub date: String,
     pub machine: Machine,
     pub versions: Versions,
+    /// Clusters of the mesh.
+    pub clusters: usize,
     /// The operator's client settings during the run.
     pub operator_qps: u32,
     pub write_concurrency: usize,
@@ -92,8 +94,8 @@ impl Results {
         );
         let _ = writeln!(
             out,
-            "Cold start, 3 clusters (operator --kube-api-qps={}, --write-concurrency={})",
-            self.operator_qps, self.write_concurrency
+            "Cold start, {} clusters (operator --kube-api-qps={}, --write-concurrency={})",
+            self.clusters, self.operator_qps, self.write_concurrency
         );
         let columns = [
             "nodes", "peers", "seconds", "floor s", "ratio", "requests", "req/peer", "writes",
@@ -106,7 +108,7 @@ impl Results {
         );
         for c in &self.cold_start {
             let cells = [
-                format!("3x{}", c.nodes_per_cluster),
+                format!("{}x{}", self.clusters, c.nodes_per_cluster),
                 c.peers.to_string(),
                 format!("{:.2}", c.seconds),
                 format!("{:.2}", c.floor_seconds),
@@ -132,8 +134,8 @@ impl Results {
         if let Some(f) = &self.frozen_remote {
             let _ = writeln!(
                 out,
-                "\nOne remote frozen (blackholed), 3x{} nodes, {} events: node added on a healthy cluster -> Peer on the other (ms)",
-                f.nodes_per_cluster, f.all_healthy.samples
+                "\nOne remote frozen (blackholed), {}x{} nodes, {} events: node added on a healthy cluster -> Peer on the other (ms)",
+                self.clusters, f.nodes_per_cluster, f.all_healthy.samples
             );
             summaries(
                 &mut out,
@@ -147,8 +149,8 @@ impl Results {
         for l in &self.latency {
             let _ = writeln!(
                 out,
-                "\nConvergence latency, 3x{} nodes, {} events (ms)",
-                l.nodes_per_cluster, l.node_added.samples
+                "\nConvergence latency, {}x{} nodes, {} events (ms)",
+                self.clusters, l.nodes_per_cluster, l.node_added.samples
             );
             summaries(
                 &mut out,
@@ -171,8 +173,9 @@ impl Results {
         if let Some(c) = &self.churn {
             let _ = writeln!(
                 out,
-                "\nHeartbeat churn, 3x{} nodes, last-seen every {} s for {:.0} s: {} heartbeats\n\
+                "\nHeartbeat churn, {}x{} nodes, last-seen every {} s for {:.0} s: {} heartbeats\n\
                  Peer writes {}, reconciles {}, requests {}, CPU {:.2} s ({:.0} us per heartbeat), RSS {:.1} MiB (peak {:.1})",
+                self.clusters,
                 c.nodes_per_cluster,
                 c.heartbeat_period_seconds,
                 c.seconds,
@@ -189,7 +192,8 @@ impl Results {
         if let Some(m) = &self.manual {
             let _ = writeln!(
                 out,
-                "\nManual procedure (kubectl stand-in for kgctl), 3x{} nodes: {} pipelines in {:.1} s; operator {:.2} s: {:.0}x faster",
+                "\nManual procedure (kubectl stand-in for kgctl), {}x{} nodes: {} pipelines in {:.1} s; operator {:.2} s: {:.0}x faster",
+                self.clusters,
                 m.manual.nodes_per_cluster,
                 m.manual.pipelines,
                 m.manual.seconds,
