@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 
 use crate::{
     node::{EligibleNode, SkipReason},
-    plan::SkippedNode,
+    plan::{SkippedNode, address},
 };
 
 /// A node of the mesh: its cluster and its name.
@@ -50,10 +50,6 @@ impl Default for Settled {
             whole: true,
         }
     }
-}
-
-fn address(node: &Arc<EligibleNode>) -> usize {
-    Arc::as_ptr(node) as usize
 }
 
 impl Settled {
@@ -347,6 +343,46 @@ mod tests {
                 ("aaa", &SkipReason::DuplicateKey("a/old".into())),
             ]
         );
+    }
+
+    /// Cluster b's nodes, to change.
+    fn nodes(all: &mut Eligible) -> &mut BTreeMap<String, Arc<EligibleNode>> {
+        Arc::make_mut(all.get_mut("b").unwrap())
+    }
+
+    #[test]
+    fn a_newcomer_is_settled_alone_unless_it_takes_an_older_nodes_claim() {
+        let b = cluster("b", "10.2.0.0/16", "10.102.0.0/24");
+        let node = |spec| eligible(&b, &[spec]).values().next().cloned().unwrap();
+        let x = node(("x", K1, "10.2.0.0/24", "10.102.0.1/32", 10));
+        let mut all = BTreeMap::from([(
+            "b".to_owned(),
+            Arc::new(BTreeMap::from([("x".to_owned(), x.clone())])),
+        )]);
+        let mut settled = Settled::default();
+        assert!(settle_again(&mut settled, &mut all).is_empty());
+        assert!(!settled.whole, "a mesh without contest is remembered");
+        // A newcomer that contests nothing: claims its own, x keeps its.
+        nodes(&mut all).insert(
+            "y".into(),
+            node(("y", K2, "10.2.1.0/24", "10.102.0.2/32", 5)),
+        );
+        assert!(settle_again(&mut settled, &mut all).is_empty());
+        assert!(!settled.whole);
+        assert_eq!(settled.nodes.len(), 2);
+        assert!(settled.nodes.contains_key(&address(&x)));
+        // One that takes x's range, and is older: the whole mesh, by age.
+        nodes(&mut all).insert(
+            "z".into(),
+            node(("z", K3, "10.2.0.0/25", "10.102.0.3/32", 1)),
+        );
+        let skipped = settle_again(&mut settled, &mut all);
+        assert_eq!(skipped["b"][0].name, "x", "z is older");
+        assert!(settled.whole, "contested: settled whole from now on");
+        // x leaves: uncontested again.
+        nodes(&mut all).remove("x");
+        assert!(settle_again(&mut settled, &mut all).is_empty());
+        assert!(!settled.whole);
     }
 
     #[test]

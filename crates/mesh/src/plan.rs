@@ -179,14 +179,17 @@ pub fn plan(
 }
 
 /// Plans pass after pass for one mesh, deriving again only what changed
-/// since the pass before: a node is checked again when its view changed
-/// (not when only its check-in time did), its Peer is built again when its
-/// check or its anchor ranges changed, and a Peer is compared with the one
-/// a cluster holds when either changed. Which node keeps a contested key or
-/// range, locations, anchors and every count are decided afresh each pass,
-/// from those. Anything the remembered results depend on beyond their node
-/// (the mesh's identity, its clusters, ranges in conflict, the settings but
-/// for the time of the pass) forgets them all when it changes.
+/// since the pass before. It knows the nodes and Peers it was given by
+/// their addresses (the operator shares them between passes): a node is
+/// checked again when its view changed (not when only its check-in time
+/// did), contested keys and ranges are settled by the nodes that came and
+/// went ([`claims::Settled`]), a node's Peer is built again when its check
+/// or its anchor ranges changed, who wrote a held Peer is found once per
+/// Peer, and a desired Peer is compared with the one a cluster holds when
+/// either changed. Locations, anchors and counts are decided afresh each
+/// pass, from those. Anything the remembered results depend on beyond their
+/// node (the mesh's identity, its clusters, ranges in conflict, the
+/// settings but for the time of the pass) forgets them all when it changes.
 ///
 /// The plan is always the one [`plan`] makes of the same inputs (a property
 /// test checks it on random sequences of changes).
@@ -206,15 +209,15 @@ struct Memo {
     settled: claims::Settled,
     /// Per cluster: what the plan makes of each Peer it holds.
     held: HashMap<String, FxHashMap<usize, Held>>,
-    /// The number of the last pass: each entry above records the last pass
-    /// that used it, and those a pass did not use are let go.
-    pass: u64,
     /// Per source cluster, per checked node (or location), by address: the
     /// Peer built for it.
     built: HashMap<String, FxHashMap<usize, Built>>,
     /// Per target cluster: the pairs of desired and held Peer that were
     /// found to match.
     matching: HashMap<String, Matching>,
+    /// The number of the last pass: each entry above records the last pass
+    /// that used it, and those a pass did not use are let go.
+    pass: u64,
 }
 
 /// Per desired Peer (by address): it, and the Peer a cluster holds that
@@ -232,7 +235,7 @@ struct Matched {
 /// The address of a shared object: what the memos know it by. Each memo
 /// holds the `Arc` it keys, so no other object can have its address while
 /// the entry lives.
-fn address<T>(shared: &Arc<T>) -> usize {
+pub(crate) fn address<T>(shared: &Arc<T>) -> usize {
     Arc::as_ptr(shared) as usize
 }
 
@@ -255,8 +258,6 @@ struct Checks {
     eligible: Arc<BTreeMap<String, Arc<EligibleNode>>>,
     /// The others, by name, with why.
     skipped: BTreeMap<String, SkipReason>,
-    /// The number of the last pass.
-    pass: u64,
 }
 
 impl Checks {
@@ -462,15 +463,13 @@ fn plan_with(
         .iter()
         .map(|target| {
             let own = Writer::Sibling(target.name.clone());
-            let writes_itself = |_: &ClusterView| {
-                let held = held.get(target.name.as_str());
-                held.is_some_and(|held| held.values().any(|h| h.writer == own))
-            };
+            let held = held.get(target.name.as_str());
+            let writes_itself = held.is_some_and(|held| held.values().any(|h| h.writer == own));
             let writer = if target.local {
                 ClusterWriter::ThisOperator
             } else if spec.peer_placement == PeerPlacement::LocalCluster {
                 ClusterWriter::OwnOperator
-            } else if observation(&target.name).view().is_some_and(writes_itself) {
+            } else if writes_itself {
                 ClusterWriter::OwnOperatorTookOver
             } else {
                 ClusterWriter::ThisOperator
@@ -526,7 +525,7 @@ fn plan_with(
     for cluster in &clusters {
         let checks = memo.checks.entry(cluster.name.clone()).or_default();
         let view = observation(&cluster.name).view();
-        eligibility(cluster, view, &blocked, settings, checks);
+        eligibility(cluster, view, &blocked, settings, checks, pass);
         eligible.insert(cluster.name.clone(), checks.eligible.clone());
         skipped.insert(cluster.name.clone(), checks.skipped());
         granularities.insert(cluster.name.as_str(), checks.granularity);
@@ -727,6 +726,7 @@ fn eligibility(
     blocked: &BTreeSet<(String, IpNet)>,
     settings: &Settings,
     checks: &mut Checks,
+    pass: u64,
 ) {
     let empty = ClusterView::default();
     let view = view.unwrap_or(&empty);
@@ -737,8 +737,6 @@ fn eligibility(
             ..Checks::default()
         };
     }
-    checks.pass += 1;
-    let pass = checks.pass;
     let silent = |node: &NodeView| settings.liveness.and_then(|l| l.judge(node));
     // The nodes whose state changed, by name, and the views not seen before.
     let mut changed: Vec<(String, Result<Arc<EligibleNode>, SkipReason>)> = Vec::new();
