@@ -26,7 +26,7 @@ use kube::{
         watcher,
     },
 };
-use mesh::{Observation, Unreachable};
+use mesh::{ConditionType, Observation, Unreachable};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -38,7 +38,6 @@ use crate::{
     leader::{Fence, Fenced},
     metrics::{ClusterLabels, ErrorLabels, MeshLabels, Metrics, Readiness},
     observe::{self, Resolved},
-    publisher::Publishers,
     rate_limit::Limits,
     removed, report,
     resolver::{Lookup, Resolver},
@@ -101,8 +100,6 @@ pub struct Context {
     fence: Fence,
     /// Per mesh: what its passes planned before (see [`mesh::Planner`]).
     planners: Mutex<HashMap<ObjectRef<ClusterMesh>, mesh::Planner>>,
-    /// Writes each mesh's status off the pass.
-    publishers: Publishers,
 }
 
 /// Why a pass failed. Each variant is countable by `metric_label`.
@@ -110,6 +107,8 @@ pub struct Context {
 pub enum Error {
     #[error("ClusterMesh {0} has no namespace")]
     NoNamespace(String),
+    #[error("writing the status of ClusterMesh {mesh}: {source}")]
+    Status { mesh: String, source: kube::Error },
     #[error("recording the clusters of ClusterMesh {mesh} in its annotations: {source}")]
     Annotations { mesh: String, source: kube::Error },
     #[error("removing the Peers of ClusterMesh {mesh} from {clusters}: will retry")]
@@ -127,6 +126,7 @@ impl Error {
         match self {
             Self::NoNamespace(_) => "NoNamespace",
             Self::Fenced(_) => "Fenced",
+            Self::Status { .. } => "StatusWrite",
             Self::Annotations { .. } => "AnnotationsWrite",
             Self::Cleanup { .. } => "Cleanup",
             Self::CleanupPolicy { .. } => "CleanupPolicy",
@@ -186,15 +186,8 @@ pub async fn run(
     });
 
     let flights = Flights::default();
-    let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
     let context = Arc::new(Context {
-        publishers: Publishers::new(
-            client.clone(),
-            recorder.clone(),
-            fence.clone(),
-            metrics.clone(),
-        ),
-        recorder,
+        recorder: Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER)),
         client,
         writers: Writers::new(
             trigger.clone(),
@@ -373,7 +366,9 @@ impl Context {
         self.apply(&mesh_ref, &observed, &plan.writes);
         let stage = self.metrics.stage_done("apply", stage);
         let cleaning = self.clean_removed_clusters(mesh, &mesh_ref).await?;
-        let status = self.report(mesh, &mesh_ref, &observed, &plan, &cleaning, &labels);
+        let status = self
+            .report(mesh, &mesh_ref, &observed, &plan, &cleaning, &labels)
+            .await?;
         self.metrics.stage_done("report", stage);
         self.metrics
             .reconcile_duration
@@ -697,9 +692,8 @@ impl Context {
     }
 
     /// Report: the status, from the plan's report, each cluster's health and
-    /// what its writer did, handed to the mesh's publisher (which writes it
-    /// and the Events of what changed); and the metrics.
-    fn report(
+    /// what its writer did; the Events of what changed, and the metrics.
+    async fn report(
         &self,
         mesh: &ClusterMesh,
         mesh_ref: &ObjectRef<ClusterMesh>,
@@ -707,7 +701,7 @@ impl Context {
         plan: &mesh::Plan,
         cleaning: &[removed::Pending],
         labels: &MeshLabels,
-    ) -> ClusterMeshStatus {
+    ) -> Result<ClusterMeshStatus, Error> {
         self.metrics
             .cidr_conflicts
             .get_or_create(labels)
@@ -725,7 +719,7 @@ impl Context {
                 )
             })
             .collect::<BTreeMap<_, _>>();
-        let previous = self.publishers.previous(mesh);
+        let previous = mesh.status.clone().unwrap_or_default();
         let status = report::status(
             mesh,
             plan,
@@ -735,6 +729,20 @@ impl Context {
             &report::now(),
             self.settings.credentials_expiry_warning,
         );
+        self.publish_status(mesh, &previous, &status, labels)
+            .await?;
+        Ok(status)
+    }
+
+    /// Writes the status when it changed, publishes the Events of what
+    /// changed, and updates the metrics.
+    async fn publish_status(
+        &self,
+        mesh: &ClusterMesh,
+        previous: &ClusterMeshStatus,
+        status: &ClusterMeshStatus,
+        labels: &MeshLabels,
+    ) -> Result<(), Error> {
         for cluster in &status.clusters {
             let labels = ClusterLabels {
                 mesh: labels.mesh.clone(),
@@ -753,8 +761,58 @@ impl Context {
                 .get_or_create(&labels)
                 .set(i64::from(cluster.skipped_nodes));
         }
-        self.publishers.hand_over(mesh, &previous, &status);
-        status
+        if status == previous {
+            return Ok(());
+        }
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ConditionType::Ready.as_str());
+        tracing::info!(
+            mesh = %labels.mesh,
+            ready = ready.map(|c| c.status.as_str()),
+            reason = ready.map(|c| c.reason.as_str()),
+            message = ready.map(|c| c.message.as_str()),
+            "status changed"
+        );
+        let name = mesh.name_any();
+        let api = Api::<ClusterMesh>::namespaced(
+            self.client.clone(),
+            &mesh.namespace().unwrap_or_default(),
+        );
+        let patch = serde_json::json!({
+            "apiVersion": ClusterMesh::api_version(&()),
+            "kind": ClusterMesh::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::Status {
+            mesh: labels.mesh.clone(),
+            source,
+        })?;
+        let reference = mesh.object_ref(&());
+        for event in mesh::transitions(previous, status) {
+            let event = KubeEvent {
+                type_: if event.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: event.reason,
+                note: Some(event.message),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(error) = self.recorder.publish(&event, &reference).await {
+                tracing::warn!(%error, "publishing an Event failed");
+            }
+        }
+        Ok(())
     }
 
     /// Removes this mesh's Peers from every cluster that can be reached. A
@@ -765,7 +823,6 @@ impl Context {
         self.fence.check().await?;
         let mesh_ref = ObjectRef::from_obj(mesh);
         self.planners().remove(&mesh_ref);
-        self.publishers.stop(&mesh_ref);
         // Nothing the mesh's writers still send may land after the removal.
         self.writers.stop(&mesh_ref).await;
         let on_delete = match apply::OnDelete::parse(

@@ -13,7 +13,6 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod probe;
-pub mod publisher;
 pub mod rate_limit;
 pub mod removed;
 pub mod report;
