@@ -1,8 +1,8 @@
 //! The controller: one reconcile per ClusterMesh, triggered by the mesh, its
 //! Secrets, and the Nodes and Peers of every cluster it spans.
 //!
-//! A pass observes (cluster registry), plans (`mesh::plan`, pure), applies
-//! the differences, and reports (status, Events, metrics).
+//! A pass observes (cluster registry), plans (the mesh's `mesh::Planner`,
+//! pure), applies the differences, and reports (status, Events, metrics).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
