@@ -5,8 +5,15 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, time::Instant};
 
 use api::{ClusterEntry, ClusterMeshSpec, SecretKeyRef};
+use base64::{Engine, engine::general_purpose::STANDARD};
 use mesh::{ClusterView, MeshIdentity, NodeView, Observation, Planner, Settings, applied, plan};
 
+/// Nodes per cluster and clusters the ranges below hold.
+const MAX_NODES: u32 = 8192;
+const MAX_CLUSTERS: usize = 55;
+
+/// Cluster `c`: pods in `10.c.0.0/16` (a /29 per node), WireGuard in
+/// `10.<100+c>.0.0/16`, services in `10.<200+c>.0.0/16`.
 fn entry(c: usize) -> ClusterEntry {
     ClusterEntry {
         name: format!("c{c}"),
@@ -22,21 +29,18 @@ fn entry(c: usize) -> ClusterEntry {
     }
 }
 
+/// Node `i` of cluster `c`, as Kilo annotates it.
 fn node(c: usize, i: u32) -> NodeView {
     let pod = u32::from(Ipv4Addr::new(10, c as u8, 0, 0)) + i * 8;
     let wg = u32::from(Ipv4Addr::new(10, 100 + c as u8, 0, 0)) + i + 1;
     let mut key = [9u8; 32];
     key[0] = c as u8;
     key[1..5].copy_from_slice(&i.to_be_bytes());
-    use base64::Engine;
     NodeView {
         name: format!("node-{i}"),
         pod_cidrs: vec![format!("{}/29", Ipv4Addr::from(pod))],
         annotations: BTreeMap::from([
-            (
-                "kilo.squat.ai/key".to_owned(),
-                base64::engine::general_purpose::STANDARD.encode(key),
-            ),
+            ("kilo.squat.ai/key".to_owned(), STANDARD.encode(key)),
             (
                 "kilo.squat.ai/endpoint".to_owned(),
                 format!("192.0.2.{}:51820", c + 1),
@@ -57,6 +61,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5000);
     let clusters: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    if !(1..=MAX_NODES).contains(&n) || !(2..=MAX_CLUSTERS).contains(&clusters) {
+        eprintln!("plan_scale: 1 to {MAX_NODES} nodes per cluster, 2 to {MAX_CLUSTERS} clusters");
+        std::process::exit(2);
+    }
     let spec = ClusterMeshSpec {
         clusters: (0..clusters).map(entry).collect(),
         ..Default::default()
