@@ -38,7 +38,7 @@ use kube::{
 use tokio::{sync::mpsc, task::AbortHandle};
 
 use crate::{
-    observe,
+    lock, observe,
     probe::{self, Census, ProbeFailure},
     views::{Update, Views},
     writer::Flights,
@@ -123,10 +123,7 @@ struct HealthState {
 impl WatchedCluster {
     /// The cluster's reachability now.
     pub fn health(&self) -> Health {
-        let health = self
-            .health
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let health = lock(&self.health);
         let probe = health.probe_failing.as_ref();
         let since = [
             health.failing.as_ref().map(|(since, _)| since),
@@ -250,12 +247,6 @@ impl Inner {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Starts the Node watch of one cluster, its Peer watch when `reads` says

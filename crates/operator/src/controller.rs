@@ -452,9 +452,7 @@ impl Context {
     fn planners(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ClusterMesh>, mesh::Planner>> {
-        self.planners
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.planners)
     }
 
     fn plan_settings(&self, dns_answers: mesh::DnsAnswers) -> mesh::Settings {

@@ -83,11 +83,7 @@ impl Fence {
         let Some(fence) = &self.lease else {
             return Ok(());
         };
-        let still_ours = fence
-            .ours_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_some_and(|until| Instant::now() < until);
+        let still_ours = crate::lock(&fence.ours_until).is_some_and(|until| Instant::now() < until);
         if still_ours {
             return Ok(());
         }
@@ -123,11 +119,7 @@ impl Fence {
         if left.is_zero() {
             return Err(Fenced::Expired { lease: lease_name });
         }
-        *fence
-            .ours_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some(Instant::now() + left.saturating_sub(MARGIN));
+        *crate::lock(&fence.ours_until) = Some(Instant::now() + left.saturating_sub(MARGIN));
         Ok(())
     }
 }

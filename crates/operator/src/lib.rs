@@ -21,3 +21,11 @@ pub mod run;
 pub mod status;
 pub mod views;
 pub mod writer;
+
+/// Locks `mutex`, also after a panic elsewhere poisoned it: every value
+/// behind one is whole between two statements.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -22,6 +22,8 @@ use kube::runtime::reflector::ObjectRef;
 use mesh::{DnsAnswer, DnsAnswers};
 use tokio::{sync::mpsc, time::Instant};
 
+use crate::lock;
+
 /// How often a name in use is looked up again (kg resolves at each of its
 /// 30 s resyncs).
 pub const REFRESH: Duration = Duration::from_secs(30);
@@ -211,12 +213,6 @@ fn answer(found: Result<IpAddr, String>, last: Option<IpAddr>) -> DnsAnswer {
             error: Some(error),
         },
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

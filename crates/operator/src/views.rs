@@ -2,11 +2,11 @@
 //! Node and Peer is turned into the plan's view of it once, when its watch
 //! reports it, and that view is shared with every pass that reads it. A
 //! pass therefore copies no object, and the planner knows an unchanged
-//! object by its pointer.
+//! object by its address.
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
 };
 
 use api::Peer;
@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use mesh::{NodeView, ObservedPeer};
 
-use crate::observe;
+use crate::{lock, observe};
 
 /// A change a watch reports.
 pub enum Update<K> {
@@ -106,17 +106,14 @@ impl Views {
         let mut peers = lock(&self.peers);
         let view = |peer: &Peer| (peer.name_any(), Arc::new(observe::observed_peer(peer)));
         match update {
-            Update::Apply(peer) => drop(peers.insert(peer.name_any(), view(&peer).1)),
+            Update::Apply(peer) => {
+                let (name, view) = view(&peer);
+                peers.insert(name, view);
+            }
             Update::Delete(name) => drop(peers.remove(&name)),
             Update::Relisted(listed) => *peers = listed.iter().map(view).collect(),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use crate::{
     apply,
     clusters::{ClusterSource, WatchedCluster},
     leader::Fence,
+    lock,
     metrics::{ClusterLabels, Metrics, WriteLabels},
 };
 
@@ -449,10 +450,4 @@ fn drain(batches: &mut mpsc::UnboundedReceiver<ClusterWrites>) -> bool {
         any = true;
     }
     any
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
