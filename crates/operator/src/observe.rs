@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use api::{ClusterMesh, Peer, PeerSpec};
+use api::{ClusterMesh, Peer};
 use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::apis::meta::v1::Time};
 use kube::ResourceExt;
 use mesh::{ClusterView, MeshIdentity, NodeView, Observation, ObservedPeer, Unreachable};
 
 use crate::{
     clusters::{Reads, WatchedCluster},
-    probe::{Census, PeerMeta},
+    probe::Census,
     writer::Outcome,
 };
 
@@ -54,13 +54,7 @@ pub fn observation(resolved: &Resolved) -> Observation {
         let (peers, peers_unknown) = match cluster.reads {
             Reads::NodesAndPeers => (cluster.views.peers(), false),
             Reads::Nodes => match cluster.census() {
-                Census::Read(peers) => (
-                    peers
-                        .into_iter()
-                        .map(|p| Arc::new(census_peer(p)))
-                        .collect(),
-                    false,
-                ),
+                Census::Read(peers) => (peers, false),
                 Census::NotYet | Census::Forbidden => (Vec::new(), true),
             },
         };
@@ -155,25 +149,6 @@ pub fn node_view(node: &Node, seeing_since: i64) -> NodeView {
             .map_or(0, |t| t.0.as_second()),
         region: node.labels().get(mesh::REGION_LABEL).cloned(),
         checked_in: last_seen(node).map(|seen| seen.max(seeing_since)),
-    }
-}
-
-/// A Peer the census found, as the plan reads it: labels and annotations,
-/// no spec.
-fn census_peer((name, meta): (String, PeerMeta)) -> ObservedPeer {
-    ObservedPeer {
-        name,
-        labels: meta.labels,
-        annotations: meta.annotations,
-        spec: PeerSpec {
-            allowed_ips: Vec::new(),
-            endpoint: None,
-            persistent_keepalive: None,
-            preshared_key: None,
-            public_key: String::new(),
-        },
-        uid: None,
-        resource_version: None,
     }
 }
 

@@ -6,11 +6,15 @@
 //! kilo-clustermesh-operators wrote there, now and then, where the token
 //! may list them: whether that cluster's own operator peered us back.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use api::Peer;
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use api::{Peer, PeerSpec};
+use k8s_openapi::{
+    api::core::v1::{Namespace, Node},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use kube::{Api, Client, api::ListParams};
+use mesh::ObservedPeer;
 
 /// How often each cluster is probed.
 pub const INTERVAL: Duration = Duration::from_secs(5);
@@ -118,15 +122,10 @@ pub enum Census {
     NotYet,
     /// The token may not list Peers (a `connect --read-only` token may not).
     Forbidden,
-    /// The Peers, by name, with their labels and annotations.
-    Read(BTreeMap<String, PeerMeta>),
-}
-
-/// What the census keeps of a Peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerMeta {
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+    /// The Peers as the plan reads them, with their names, labels and
+    /// annotations only (no spec); shared by every pass until the next
+    /// census.
+    Read(Vec<Arc<ObservedPeer>>),
 }
 
 /// Lists the metadata of the Peers a kilo-clustermesh-operator wrote on the
@@ -140,21 +139,36 @@ pub async fn census(client: &Client) -> Option<Census> {
         .await
         .ok()?
     {
-        Ok(peers) => Some(Census::Read(
-            peers
+        Ok(peers) => {
+            let mut peers: Vec<Arc<ObservedPeer>> = peers
                 .items
                 .into_iter()
-                .map(|peer| {
-                    let meta = PeerMeta {
-                        labels: peer.metadata.labels.clone().unwrap_or_default(),
-                        annotations: peer.metadata.annotations.clone().unwrap_or_default(),
-                    };
-                    (peer.metadata.name.unwrap_or_default(), meta)
-                })
-                .collect(),
-        )),
+                .map(|peer| Arc::new(census_peer(peer.metadata)))
+                .collect();
+            peers.sort_by(|a, b| a.name.cmp(&b.name));
+            Some(Census::Read(peers))
+        }
         Err(kube::Error::Api(status)) if status.code == 403 => Some(Census::Forbidden),
         Err(_) => None,
+    }
+}
+
+/// A Peer the census found, as the plan reads it: name, labels and
+/// annotations, no spec.
+fn census_peer(meta: ObjectMeta) -> ObservedPeer {
+    ObservedPeer {
+        name: meta.name.unwrap_or_default(),
+        labels: meta.labels.unwrap_or_default(),
+        annotations: meta.annotations.unwrap_or_default(),
+        spec: PeerSpec {
+            allowed_ips: Vec::new(),
+            endpoint: None,
+            persistent_keepalive: None,
+            preshared_key: None,
+            public_key: String::new(),
+        },
+        uid: None,
+        resource_version: None,
     }
 }
 
