@@ -20,6 +20,8 @@ use crate::{
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Churn {
+    /// Clusters of the mesh, and nodes on each.
+    pub clusters: usize,
     pub nodes_per_cluster: u32,
     pub seconds: f64,
     pub heartbeat_period_seconds: f64,
@@ -55,6 +57,7 @@ pub async fn run(
     let during = operator.sample().await?.since(&before);
     let heartbeats = sent.iter().sum::<u64>();
     Ok(Churn {
+        clusters: fleet.names().len(),
         nodes_per_cluster: fleet.node_count(),
         seconds,
         heartbeat_period_seconds: period.as_secs_f64(),

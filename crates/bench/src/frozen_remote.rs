@@ -24,6 +24,8 @@ const HEALTHY: [usize; 2] = [0, 2];
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FrozenRemote {
+    /// Clusters of the mesh, and nodes on each.
+    pub clusters: usize,
     pub nodes_per_cluster: u32,
     /// Node created on a or c → its Peer on the other, all healthy.
     pub all_healthy: Summary,
@@ -55,6 +57,7 @@ pub async fn run(fleet: &Fleet, mesh: &str, events: usize) -> anyhow::Result<Fro
     proxy.set(Fault::Pass);
     secret.restore(fleet).await?;
     Ok(FrozenRemote {
+        clusters: fleet.names().len(),
         nodes_per_cluster: fleet.node_count(),
         all_healthy,
         one_frozen,

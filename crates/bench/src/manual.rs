@@ -24,6 +24,8 @@ use crate::fleet::{Fleet, entry};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Manual {
+    /// Clusters of the mesh, and nodes on each.
+    pub clusters: usize,
     pub nodes_per_cluster: u32,
     /// Pipelines run (one per node and destination cluster).
     pub pipelines: usize,
@@ -74,6 +76,7 @@ pub async fn run(fleet: &Fleet) -> anyhow::Result<Manual> {
         }
     }
     Ok(Manual {
+        clusters: fleet.names().len(),
         nodes_per_cluster: fleet.node_count(),
         pipelines,
         seconds: started.elapsed().as_secs_f64(),

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fleet::NAMESPACE;
 
@@ -31,7 +31,8 @@ pub struct Operator {
 }
 
 /// Seconds the operator's passes spent in each stage, summed.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
 pub struct Stages {
     pub observe: f64,
     pub plan: f64,

@@ -16,8 +16,8 @@ pub struct Results {
     pub date: String,
     pub machine: Machine,
     pub versions: Versions,
-    /// Clusters of the mesh.
-    pub clusters: usize,
+    /// The cluster counts measured, each on a fleet of its own.
+    pub clusters: Vec<usize>,
     /// The operator's client settings during the run.
     pub operator_qps: u32,
     pub write_concurrency: usize,
@@ -45,7 +45,7 @@ pub struct Machine {
     pub kernel: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Versions {
     pub operator: String,
     pub kube_apiserver: String,
@@ -94,8 +94,8 @@ impl Results {
         );
         let _ = writeln!(
             out,
-            "Cold start, {} clusters (operator --kube-api-qps={}, --write-concurrency={})",
-            self.clusters, self.operator_qps, self.write_concurrency
+            "Cold start (operator --kube-api-qps={}, --write-concurrency={})",
+            self.operator_qps, self.write_concurrency
         );
         let columns = [
             "nodes", "peers", "seconds", "floor s", "ratio", "requests", "req/peer", "writes",
@@ -108,7 +108,7 @@ impl Results {
         );
         for c in &self.cold_start {
             let cells = [
-                format!("{}x{}", self.clusters, c.nodes_per_cluster),
+                format!("{}x{}", c.clusters, c.nodes_per_cluster),
                 c.peers.to_string(),
                 format!("{:.2}", c.seconds),
                 format!("{:.2}", c.floor_seconds),
@@ -135,7 +135,7 @@ impl Results {
             let _ = writeln!(
                 out,
                 "\nOne remote frozen (blackholed), {}x{} nodes, {} events: node added on a healthy cluster -> Peer on the other (ms)",
-                self.clusters, f.nodes_per_cluster, f.all_healthy.samples
+                f.clusters, f.nodes_per_cluster, f.all_healthy.samples
             );
             summaries(
                 &mut out,
@@ -150,13 +150,15 @@ impl Results {
             let _ = writeln!(
                 out,
                 "\nConvergence latency, {}x{} nodes, {} events (ms)",
-                self.clusters, l.nodes_per_cluster, l.node_added.samples
+                l.clusters, l.nodes_per_cluster, l.node_added.samples
             );
             summaries(
                 &mut out,
                 &[
                     ("node added -> Peer everywhere", &l.node_added),
+                    ("  plain-client floor", &l.floor_node_added),
                     ("node deleted -> Peer gone", &l.node_deleted),
+                    ("  plain-client floor", &l.floor_node_deleted),
                 ],
             );
             let per_pass = |seconds: f64| seconds * 1e3 / l.passes.max(1.0);
@@ -175,7 +177,7 @@ impl Results {
                 out,
                 "\nHeartbeat churn, {}x{} nodes, last-seen every {} s for {:.0} s: {} heartbeats\n\
                  Peer writes {}, reconciles {}, requests {}, CPU {:.2} s ({:.0} us per heartbeat), RSS {:.1} MiB (peak {:.1})",
-                self.clusters,
+                c.clusters,
                 c.nodes_per_cluster,
                 c.heartbeat_period_seconds,
                 c.seconds,
@@ -193,7 +195,7 @@ impl Results {
             let _ = writeln!(
                 out,
                 "\nManual procedure (kubectl stand-in for kgctl), {}x{} nodes: {} pipelines in {:.1} s; operator {:.2} s: {:.0}x faster",
-                self.clusters,
+                m.manual.clusters,
                 m.manual.nodes_per_cluster,
                 m.manual.pipelines,
                 m.manual.seconds,
