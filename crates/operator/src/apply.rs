@@ -23,18 +23,40 @@ pub struct WriteError {
     pub source: kube::Error,
 }
 
+/// A change one write made to a Peer, as the cluster's watch will report
+/// it: how a writer tells its own writes' echoes from anyone else's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerChange {
+    /// Created or changed, now at `version` (its resourceVersion).
+    Applied {
+        name: String,
+        version: String,
+    },
+    Deleted {
+        name: String,
+    },
+}
+
+impl PeerChange {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Applied { name, .. } | Self::Deleted { name } => name,
+        }
+    }
+}
+
 /// Applies `apply` (server-side apply, forced: the operator owns every field
 /// it sets, so a hand edit is put back) and deletes `delete`, at most
-/// `concurrency` requests at a time. Returns how many writes were sent.
+/// `concurrency` requests at a time. Returns the changes made (a Peer
+/// already gone, or changed since it was observed, is not deleted).
 pub async fn write_peers(
     client: &Client,
     cluster: &str,
     apply: Vec<Arc<DesiredPeer>>,
     delete: Vec<PeerDeletion>,
     concurrency: usize,
-) -> Result<usize, WriteError> {
+) -> Result<Vec<PeerChange>, WriteError> {
     let api = Api::<Peer>::all(client.clone());
-    let count = apply.len() + delete.len();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let fail = |peer: String| {
         move |source| WriteError {
@@ -51,16 +73,17 @@ pub async fn write_peers(
             // Built as it is sent: at scale, every Peer at once would be
             // the largest allocation of a pass.
             let peer = to_peer(&desired);
-            api.patch(&desired.name, params, &Patch::Apply(&peer))
+            let written = api
+                .patch(&desired.name, params, &Patch::Apply(&peer))
                 .await
-                .map(drop)
-                .map_err(fail(desired.name.clone()))
+                .map_err(fail(desired.name.clone()))?;
+            Ok(PeerChange::Applied {
+                name: desired.name.clone(),
+                version: written.resource_version().unwrap_or_default(),
+            })
         }
     });
-    applies
-        .buffer_unordered(concurrency)
-        .try_collect::<()>()
-        .await?;
+    let mut changes: Vec<PeerChange> = applies.buffer_unordered(concurrency).try_collect().await?;
     let deletes = stream::iter(delete).map(|deletion| {
         let api = &api;
         async move {
@@ -72,19 +95,25 @@ pub async fn write_peers(
                 ..DeleteParams::default()
             };
             match api.delete(&deletion.name, &params).await {
-                Ok(_) => Ok(()),
+                Ok(_) => Ok(Some(PeerChange::Deleted {
+                    name: deletion.name,
+                })),
                 // Gone already, or changed since it was observed: the next
                 // pass sees the new state.
-                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {
+                    Ok(None)
+                }
                 Err(source) => Err(fail(deletion.name)(source)),
             }
         }
     });
-    deletes
+    let deleted: Vec<PeerChange> = deletes
         .buffer_unordered(concurrency)
-        .try_collect::<()>()
+        .try_filter_map(|change| async move { Ok(change) })
+        .try_collect()
         .await?;
-    Ok(count)
+    changes.extend(deleted);
+    Ok(changes)
 }
 
 /// What a mesh's deletion does to its Peers: the ClusterMesh's

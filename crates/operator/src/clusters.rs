@@ -38,6 +38,7 @@ use kube::{
 use tokio::{sync::mpsc, task::AbortHandle};
 
 use crate::{
+    apply::PeerChange,
     lock, observe,
     probe::{self, Census, ProbeFailure},
     views::{Update, Views},
@@ -235,12 +236,17 @@ impl ClusterRegistry {
 
 impl Inner {
     /// Asks for a reconcile of every mesh that uses `source`; after a Peer
-    /// change (`kind`), not of a mesh whose batch there is in flight: its
-    /// writer plans again when the batch lands.
-    fn trigger_users(&self, source: &ClusterSource, kind: Kind) {
+    /// change (`kind`; `change` when it was one Peer's), not of a mesh whose
+    /// own write it echoes, nor of one whose batch there is in flight: its
+    /// writer plans again when the batch lands, if the change was not its
+    /// own (see [`Flights`]).
+    fn trigger_users(&self, source: &ClusterSource, kind: Kind, change: Option<&PeerChange>) {
         for (mesh, sources) in lock(&self.users).iter() {
-            let held = kind == Kind::Peers && self.flights.hold(mesh, source);
-            if sources.contains(source) && !held {
+            if !sources.contains(source) {
+                continue;
+            }
+            let quiet = kind == Kind::Peers && self.flights.quiet(mesh, source, change);
+            if !quiet {
                 // The receiver lives as long as the controller; a send after
                 // it stopped has nobody to tell.
                 let _ = self.trigger.send(mesh.clone());
@@ -382,19 +388,28 @@ impl Follower {
         let mut listed: Vec<K> = Vec::new();
         futures::pin_mut!(events);
         while let Some(event) = events.next().await {
+            // What changed when it was one object and nothing else: a
+            // writer's echo is told by it.
+            let mut change = None;
             let changed = match event {
                 Ok(event) => {
                     let (recovered, first_sync) = self.record_success(&event);
                     let changed = match event {
                         Event::Apply(object) => {
                             let print = fingerprint(&object);
-                            let before = seen.insert(object.name_any(), print);
+                            let name = object.name_any();
+                            change = Some(PeerChange::Applied {
+                                name: name.clone(),
+                                version: object.resource_version().unwrap_or_default(),
+                            });
+                            let before = seen.insert(name, print);
                             keep(Update::Apply(object));
                             before.is_none_or(|before| print.differs_from(&before))
                         }
                         Event::Delete(object) => {
                             let name = object.name_any();
                             keep(Update::Delete(name.clone()));
+                            change = Some(PeerChange::Deleted { name: name.clone() });
                             seen.remove(&name).is_some()
                         }
                         Event::Init => {
@@ -417,6 +432,9 @@ impl Follower {
                             changed
                         }
                     };
+                    if recovered || first_sync {
+                        change = None;
+                    }
                     changed || recovered || first_sync
                 }
                 Err(error) => self.record_failure(&error),
@@ -425,7 +443,7 @@ impl Follower {
                 let Some(registry) = self.registry.upgrade() else {
                     return;
                 };
-                registry.trigger_users(&self.source, self.kind);
+                registry.trigger_users(&self.source, self.kind, change.as_ref());
             }
         }
     }
@@ -492,7 +510,7 @@ impl Prober {
                     && self.record_census(census)
                     && let Some(registry) = self.registry.upgrade()
                 {
-                    registry.trigger_users(&self.source, Kind::Nodes);
+                    registry.trigger_users(&self.source, Kind::Nodes, None);
                 }
             }
             let outcome = probe::probe(&client, peers).await;
@@ -506,7 +524,7 @@ impl Prober {
                 let Some(registry) = self.registry.upgrade() else {
                     return;
                 };
-                registry.trigger_users(&self.source, Kind::Nodes);
+                registry.trigger_users(&self.source, Kind::Nodes, None);
             }
         }
     }

@@ -27,7 +27,7 @@ use mesh::ClusterWrites;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use crate::{
-    apply,
+    apply::{self, PeerChange},
     clusters::{ClusterSource, WatchedCluster},
     leader::Fence,
     lock,
@@ -38,42 +38,113 @@ use crate::{
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The batches in flight, by mesh and cluster: shared with the cluster
-/// registry, which holds back the passes that a Peer change on a cluster
-/// would start while this mesh's batch there is in flight (the change is
-/// most likely that batch landing, and a pass planned now would only be
-/// dropped as stale). The worker plans again when the flight ends.
+/// The batches in flight and the echoes still to come, by mesh and
+/// cluster: shared with the cluster registry, which asks, of each Peer
+/// change a cluster's watch reports, whether it starts a pass of the mesh.
+///
+/// It does not when it is the echo of the mesh's own write there: the
+/// change the writer made, reported back (a pass would find nothing to do).
+/// While a batch is in flight, every Peer change there is held: the batch
+/// is changing the cluster, and a pass planned now would only be dropped
+/// as stale. When the batch lands, the changes held are matched against
+/// what it wrote; the worker plans again if one of them was not its own.
 #[derive(Clone, Default)]
 pub struct Flights {
-    /// Per mesh and credentials in flight: whether a pass was held back.
-    in_flight: Arc<Mutex<HashMap<FlightKey, bool>>>,
+    state: Arc<Mutex<HashMap<FlightKey, Flight>>>,
 }
 
 type FlightKey = (ObjectRef<ClusterMesh>, ClusterSource);
+
+/// One mesh's writes on one cluster, as the registry sees them.
+#[derive(Default)]
+struct Flight {
+    /// A batch is being sent.
+    in_flight: bool,
+    /// Meanwhile, a change that cannot be an echo (a relist), or writes
+    /// handed over that were dropped as stale.
+    held: bool,
+    /// Meanwhile, the Peer changes the watch reported.
+    seen: Vec<PeerChange>,
+    /// The changes landed batches made whose echo has not come yet, by
+    /// Peer name (a newer write of a Peer replaces the older one's).
+    echoes: HashMap<String, PeerChange>,
+}
+
+impl Flight {
+    /// Whether `change` is the echo of a landed write, which it then uses
+    /// up. A Peer's echo can only be the next change reported of it.
+    fn is_echo(&mut self, change: &PeerChange) -> bool {
+        self.echoes
+            .remove(change.name())
+            .is_some_and(|echo| &echo == change)
+    }
+}
 
 impl Flights {
     /// Whether a batch of `mesh` is in flight on `source`; if so, a pass is
     /// owed when it ends.
     pub fn hold(&self, mesh: &ObjectRef<ClusterMesh>, source: &ClusterSource) -> bool {
-        let mut in_flight = lock(&self.in_flight);
-        match in_flight.get_mut(&(mesh.clone(), source.clone())) {
-            Some(held) => {
-                *held = true;
+        let mut state = lock(&self.state);
+        match state.get_mut(&(mesh.clone(), source.clone())) {
+            Some(flight) if flight.in_flight => {
+                flight.held = true;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    fn take_off(&self, key: &WorkerKey) {
-        lock(&self.in_flight).insert((key.mesh.clone(), key.source.clone()), false);
+    /// Whether the Peer change `change` (`None`: the watch listed the
+    /// cluster's Peers again) on `source` needs no pass of `mesh` now: the
+    /// echo of its own write, or seen while its batch there is in flight
+    /// (the worker decides when it lands).
+    pub fn quiet(
+        &self,
+        mesh: &ObjectRef<ClusterMesh>,
+        source: &ClusterSource,
+        change: Option<&PeerChange>,
+    ) -> bool {
+        let mut state = lock(&self.state);
+        let Some(flight) = state.get_mut(&(mesh.clone(), source.clone())) else {
+            return false;
+        };
+        match (flight.in_flight, change) {
+            (true, Some(change)) => flight.seen.push(change.clone()),
+            (true, None) => flight.held = true,
+            (false, Some(change)) => return flight.is_echo(change),
+            // What was listed is not matched: a pass looks.
+            (false, None) => {
+                flight.echoes.clear();
+                return false;
+            }
+        }
+        true
     }
 
-    /// Ends a flight; returns whether a pass was held back meanwhile.
-    fn land(&self, key: &WorkerKey) -> bool {
-        lock(&self.in_flight)
-            .remove(&(key.mesh.clone(), key.source.clone()))
-            .unwrap_or(false)
+    fn take_off(&self, key: &WorkerKey) {
+        lock(&self.state).entry(key.flight()).or_default().in_flight = true;
+    }
+
+    /// Ends a flight that made `changes`; returns whether a pass is owed: a
+    /// change not its own (nor an earlier batch's) was seen meanwhile, or
+    /// writes were dropped as stale.
+    fn land(&self, key: &WorkerKey, changes: Vec<PeerChange>) -> bool {
+        let mut state = lock(&self.state);
+        let flight = state.entry(key.flight()).or_default();
+        flight.in_flight = false;
+        flight.echoes.extend(
+            changes
+                .into_iter()
+                .map(|change| (change.name().to_owned(), change)),
+        );
+        let seen = std::mem::take(&mut flight.seen);
+        let foreign = seen.iter().any(|change| !flight.is_echo(change));
+        std::mem::take(&mut flight.held) || foreign
+    }
+
+    /// Forgets a stopped worker's flight.
+    fn forget(&self, key: &WorkerKey) {
+        lock(&self.state).remove(&key.flight());
     }
 }
 
@@ -123,6 +194,12 @@ struct WorkerKey {
     mesh: ObjectRef<ClusterMesh>,
     cluster: String,
     source: ClusterSource,
+}
+
+impl WorkerKey {
+    fn flight(&self) -> FlightKey {
+        (self.mesh.clone(), self.source.clone())
+    }
 }
 
 struct Worker {
@@ -365,24 +442,30 @@ impl Sender {
                 writes = newer;
             }
             self.flights.take_off(&self.key);
-            let result = self.send(writes).await;
-            let held = self.flights.land(&self.key);
-            // Planned, or held back, while this batch was in flight: plan
-            // again instead.
-            let stale = drain(&mut batches) || held;
-            match result {
-                Ok(()) => {
-                    let recovered = {
+            let (changes, failure) = match self.send(writes).await {
+                Ok(changes) => (changes, None),
+                Err(why) => (Vec::new(), Some(why)),
+            };
+            let owed = self.flights.land(&self.key, changes);
+            // Planned, or changed by someone else, while this batch was in
+            // flight: plan again.
+            let stale = drain(&mut batches) || owed;
+            match failure {
+                None => {
+                    let (recovered, shown) = {
                         let mut outcome = lock(&self.outcome);
-                        outcome.last_written = Some(Time(Timestamp::now()));
-                        outcome.failing.take().is_some()
+                        let now = Timestamp::now();
+                        let before = outcome.last_written.replace(Time(now));
+                        // The status shows whole seconds of it.
+                        let shown = before.is_none_or(|t| t.0.as_second() != now.as_second());
+                        (outcome.failing.take().is_some(), shown)
                     };
                     backoff = FIRST_BACKOFF;
-                    if stale || recovered {
+                    if stale || recovered || shown {
                         self.replan();
                     }
                 }
-                Err(why) => {
+                Some(why) => {
                     tracing::warn!(mesh = %self.key.mesh, cluster = %self.key.cluster, %why, "Peer writes failed; retrying in {} s", backoff.as_secs());
                     lock(&self.outcome).failing = Some(why);
                     self.metrics
@@ -401,10 +484,12 @@ impl Sender {
                 }
             }
         }
+        self.flights.forget(&self.key);
     }
 
-    /// Sends one batch, if this replica still leads.
-    async fn send(&self, writes: ClusterWrites) -> Result<(), String> {
+    /// Sends one batch, if this replica still leads; returns the changes it
+    /// made.
+    async fn send(&self, writes: ClusterWrites) -> Result<Vec<PeerChange>, String> {
         self.fence
             .check()
             .await
@@ -431,7 +516,6 @@ impl Sender {
             self.concurrency,
         )
         .await
-        .map(drop)
         .map_err(|error| error.to_string())
     }
 
@@ -450,4 +534,81 @@ fn drain(batches: &mut mpsc::UnboundedReceiver<ClusterWrites>) -> bool {
         any = true;
     }
     any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> WorkerKey {
+        WorkerKey {
+            mesh: ObjectRef::new("mesh").within("kilo-system"),
+            cluster: "b".into(),
+            source: ClusterSource::Local,
+        }
+    }
+
+    fn applied(name: &str, version: &str) -> PeerChange {
+        PeerChange::Applied {
+            name: name.into(),
+            version: version.into(),
+        }
+    }
+
+    fn deleted(name: &str) -> PeerChange {
+        PeerChange::Deleted { name: name.into() }
+    }
+
+    fn quiet(flights: &Flights, change: Option<&PeerChange>) -> bool {
+        let key = key();
+        flights.quiet(&key.mesh, &key.source, change)
+    }
+
+    #[test]
+    fn the_echo_of_a_landed_write_starts_no_pass_and_nothing_else_is_taken_for_one() {
+        let flights = Flights::default();
+        // No writes yet: every change is someone else's.
+        assert!(!quiet(&flights, Some(&applied("b.n1", "7"))));
+        flights.take_off(&key());
+        assert!(!flights.land(&key(), vec![applied("b.n1", "8"), deleted("b.n2")]));
+        assert!(quiet(&flights, Some(&applied("b.n1", "8"))));
+        assert!(quiet(&flights, Some(&deleted("b.n2"))));
+        // Each echo is used once: the same change again is a new one.
+        assert!(!quiet(&flights, Some(&deleted("b.n2"))));
+        // Someone else's version of a Peer just written.
+        flights.take_off(&key());
+        assert!(!flights.land(&key(), vec![applied("b.n3", "9")]));
+        assert!(!quiet(&flights, Some(&applied("b.n3", "10"))));
+        // A relist is never taken for an echo, and forgets the echoes due.
+        flights.take_off(&key());
+        assert!(!flights.land(&key(), vec![applied("b.n4", "11")]));
+        assert!(!quiet(&flights, None));
+        assert!(!quiet(&flights, Some(&applied("b.n4", "11"))));
+    }
+
+    #[test]
+    fn changes_seen_in_flight_owe_a_pass_unless_they_were_its_own() {
+        let flights = Flights::default();
+        flights.take_off(&key());
+        // The echo can come before the write's answer.
+        assert!(quiet(&flights, Some(&applied("b.n1", "8"))));
+        assert!(!flights.land(&key(), vec![applied("b.n1", "8")]));
+
+        flights.take_off(&key());
+        assert!(quiet(&flights, Some(&applied("b.n2", "12"))));
+        assert!(quiet(&flights, Some(&applied("b.x", "13"))));
+        assert!(
+            flights.land(&key(), vec![applied("b.n2", "12")]),
+            "b.x was not this batch's"
+        );
+
+        flights.take_off(&key());
+        assert!(quiet(&flights, None));
+        assert!(flights.land(&key(), vec![]), "a relist owes a pass");
+
+        flights.take_off(&key());
+        assert!(flights.hold(&key().mesh, &key().source));
+        assert!(flights.land(&key(), vec![]), "writes were dropped as stale");
+        assert!(!flights.hold(&key().mesh, &key().source), "landed");
+    }
 }
