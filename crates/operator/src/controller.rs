@@ -46,6 +46,13 @@ use crate::{
 
 /// How soon a pass that found a cluster still listing is retried.
 const SYNC_WAIT: Duration = Duration::from_millis(500);
+/// A mesh's status is written at most this often while its conditions keep
+/// their state and reason and its spec is unchanged (only counts, times and
+/// messages move): on a busy mesh, one status write a second instead of one
+/// per node change, none of them holding up the next change's pass. A
+/// condition that turns, or a new generation, is written at once. While
+/// Peer writes are in flight, a pass follows this often to report them.
+const STATUS_PACE: Duration = Duration::from_secs(1);
 /// How soon the cleanup of a cluster removed from the spec is tried again.
 const REMOVED_CLEANUP_RETRY: Duration = Duration::from_secs(5);
 
@@ -98,8 +105,17 @@ pub struct Context {
     writers: Writers,
     resolver: Resolver,
     fence: Fence,
-    /// Per mesh: what its passes planned before (see [`mesh::Planner`]).
-    planners: Mutex<HashMap<ObjectRef<ClusterMesh>, mesh::Planner>>,
+    /// What each mesh's passes remember between them.
+    meshes: Mutex<HashMap<ObjectRef<ClusterMesh>, Memory>>,
+}
+
+/// What a mesh's passes remember between them.
+#[derive(Default)]
+struct Memory {
+    /// What they planned before (see [`mesh::Planner`]).
+    planner: mesh::Planner,
+    /// When one of them last wrote the status.
+    status_written: Option<Instant>,
 }
 
 /// Why a pass failed. Each variant is countable by `metric_label`.
@@ -198,7 +214,7 @@ pub async fn run(
         ),
         resolver: Resolver::start(settings.lookup.clone(), trigger.clone()),
         registry: ClusterRegistry::new(trigger, flights),
-        planners: Mutex::default(),
+        meshes: Mutex::default(),
         secrets,
         metrics,
         settings,
@@ -353,20 +369,20 @@ impl Context {
             .collect();
         let dns_answers = self.resolver.answers(&mesh_ref, names).await;
         let stage = self.metrics.stage_done("observe", started);
-        // Passes of one mesh never overlap: its planner is taken for this one.
-        let mut planner = self.planners().remove(&mesh_ref).unwrap_or_default();
-        let plan = planner.plan(
+        // Passes of one mesh never overlap: its memory is taken for this one.
+        let mut memory = self.meshes().remove(&mesh_ref).unwrap_or_default();
+        let plan = memory.planner.plan(
             &mesh.spec,
             &observe::identity(mesh),
             &self.plan_settings(dns_answers),
             &observed.observations,
         );
-        self.planners().insert(mesh_ref.clone(), planner);
+        self.meshes().insert(mesh_ref.clone(), memory);
         let stage = self.metrics.stage_done("plan", stage);
         self.apply(&mesh_ref, &observed, &plan.writes);
         let stage = self.metrics.stage_done("apply", stage);
         let cleaning = self.clean_removed_clusters(mesh, &mesh_ref).await?;
-        let status = self
+        let (status, deferred) = self
             .report(mesh, &mesh_ref, &observed, &plan, &cleaning, &labels)
             .await?;
         self.metrics.stage_done("report", stage);
@@ -374,8 +390,17 @@ impl Context {
             .reconcile_duration
             .observe(started.elapsed().as_secs_f64());
         let next = self.next_pass(&status, !cleaning.is_empty());
+        // Writes handed over, or still being sent: a pass reports how they
+        // landed (each cluster's lastSyncTime).
+        let writing =
+            plan.writes.values().any(|writes| !writes.is_empty()) || self.writers.busy(&mesh_ref);
+        let sooner = [
+            until_recheck(plan.recheck_at),
+            deferred,
+            writing.then_some(STATUS_PACE),
+        ];
         Ok(Action::requeue(
-            until_recheck(plan.recheck_at).map_or(next, |d| d.min(next)),
+            sooner.into_iter().flatten().fold(next, Duration::min),
         ))
     }
 
@@ -449,10 +474,8 @@ impl Context {
         expiry_check.map_or(resync, |d| d.min(resync))
     }
 
-    fn planners(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ClusterMesh>, mesh::Planner>> {
-        crate::lock(&self.planners)
+    fn meshes(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ClusterMesh>, Memory>> {
+        crate::lock(&self.meshes)
     }
 
     fn plan_settings(&self, dns_answers: mesh::DnsAnswers) -> mesh::Settings {
@@ -691,6 +714,8 @@ impl Context {
 
     /// Report: the status, from the plan's report, each cluster's health and
     /// what its writer did; the Events of what changed, and the metrics.
+    /// Returns the status, and when to write it if it waits (see
+    /// [`STATUS_PACE`]).
     async fn report(
         &self,
         mesh: &ClusterMesh,
@@ -699,7 +724,7 @@ impl Context {
         plan: &mesh::Plan,
         cleaning: &[removed::Pending],
         labels: &MeshLabels,
-    ) -> Result<ClusterMeshStatus, Error> {
+    ) -> Result<(ClusterMeshStatus, Option<Duration>), Error> {
         self.metrics
             .cidr_conflicts
             .get_or_create(labels)
@@ -727,20 +752,23 @@ impl Context {
             &report::now(),
             self.settings.credentials_expiry_warning,
         );
-        self.publish_status(mesh, &previous, &status, labels)
+        let deferred = self
+            .publish_status(mesh, mesh_ref, &previous, &status, labels)
             .await?;
-        Ok(status)
+        Ok((status, deferred))
     }
 
     /// Writes the status when it changed, publishes the Events of what
-    /// changed, and updates the metrics.
+    /// changed, and updates the metrics. A change that can wait (see
+    /// [`STATUS_PACE`]) is not written yet: returns how long it waits.
     async fn publish_status(
         &self,
         mesh: &ClusterMesh,
+        mesh_ref: &ObjectRef<ClusterMesh>,
         previous: &ClusterMeshStatus,
         status: &ClusterMeshStatus,
         labels: &MeshLabels,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Duration>, Error> {
         for cluster in &status.clusters {
             let labels = ClusterLabels {
                 mesh: labels.mesh.clone(),
@@ -760,7 +788,17 @@ impl Context {
                 .set(i64::from(cluster.skipped_nodes));
         }
         if status == previous {
-            return Ok(());
+            return Ok(None);
+        }
+        let written = self
+            .meshes()
+            .get(mesh_ref)
+            .and_then(|memory| memory.status_written);
+        let wait = written.map_or(Duration::ZERO, |at| {
+            STATUS_PACE.saturating_sub(at.elapsed())
+        });
+        if !wait.is_zero() && report::may_wait(previous, status) {
+            return Ok(Some(wait));
         }
         let ready = status
             .conditions
@@ -793,6 +831,9 @@ impl Context {
             mesh: labels.mesh.clone(),
             source,
         })?;
+        if let Some(memory) = self.meshes().get_mut(mesh_ref) {
+            memory.status_written = Some(Instant::now());
+        }
         let reference = mesh.object_ref(&());
         for event in mesh::transitions(previous, status) {
             let event = KubeEvent {
@@ -810,7 +851,7 @@ impl Context {
                 tracing::warn!(%error, "publishing an Event failed");
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Removes this mesh's Peers from every cluster that can be reached. A
@@ -820,7 +861,7 @@ impl Context {
     async fn cleanup(&self, mesh: &ClusterMesh) -> Result<Action, Error> {
         self.fence.check().await?;
         let mesh_ref = ObjectRef::from_obj(mesh);
-        self.planners().remove(&mesh_ref);
+        self.meshes().remove(&mesh_ref);
         // Nothing the mesh's writers still send may land after the removal.
         self.writers.stop(&mesh_ref).await;
         let on_delete = match apply::OnDelete::parse(

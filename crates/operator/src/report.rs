@@ -101,6 +101,20 @@ pub fn now() -> Time {
     whole_seconds(&Time(Timestamp::now()))
 }
 
+/// Whether `status` can wait to be written in place of `previous`: it is of
+/// the same generation, and every condition keeps its state and reason
+/// (what alerts, `kubectl wait` and GitOps tools read); only counts, times
+/// and messages differ.
+pub fn may_wait(previous: &ClusterMeshStatus, status: &ClusterMeshStatus) -> bool {
+    let states = |status: &ClusterMeshStatus| -> Vec<(String, String, String)> {
+        let conditions = status.conditions.iter();
+        conditions
+            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+            .collect()
+    };
+    previous.observed_generation == status.observed_generation && states(previous) == states(status)
+}
+
 fn whole_seconds(time: &Time) -> Time {
     Time(Timestamp::from_second(time.0.as_second()).unwrap_or(time.0))
 }
@@ -210,5 +224,45 @@ mod tests {
             until_expiry_warning(&ClusterMeshStatus::default(), now.0, window),
             None
         );
+    }
+
+    #[test]
+    fn only_counts_times_and_messages_may_wait_to_be_written() {
+        let condition = |status: &str, reason: &str, message: &str| Condition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        };
+        let status = |generation, nodes, ready: Condition| ClusterMeshStatus {
+            observed_generation: Some(generation),
+            clusters: vec![api::ClusterStatus {
+                nodes,
+                ..cluster("a", None)
+            }],
+            conditions: vec![ready],
+            ..ClusterMeshStatus::default()
+        };
+        let before = status(
+            1,
+            20,
+            condition("True", "Meshed", "2 clusters meshed, 20 nodes"),
+        );
+        let more = status(
+            1,
+            21,
+            condition("True", "Meshed", "2 clusters meshed, 21 nodes"),
+        );
+        assert!(may_wait(&before, &more));
+        let turned = status(1, 21, condition("False", "ClustersUnreachable", "b"));
+        assert!(!may_wait(&before, &turned));
+        let new_spec = status(
+            2,
+            20,
+            condition("True", "Meshed", "2 clusters meshed, 20 nodes"),
+        );
+        assert!(!may_wait(&before, &new_spec));
     }
 }

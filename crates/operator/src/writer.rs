@@ -8,10 +8,14 @@
 //! planned from caches that the batch in flight is changing: it is not
 //! sent; the mesh is planned again once the flight ends. A failed batch is
 //! not resent either: the mesh is planned again after a backoff (1 s,
-//! doubling up to 30 s), from what the cluster holds by then. While a batch
-//! is in flight, the Peer changes it causes do not start passes of their
-//! own ([`Flights`]): one pass follows when it lands, so a cold start plans
-//! a few times, not once per Peer event.
+//! doubling up to 30 s), from what the cluster holds by then. The Peer
+//! changes a batch makes start no pass when the watch reports them back
+//! ([`Flights`]): a node change costs one pass, not one more per cluster
+//! written, and a cold start plans a few times, not once per Peer event.
+//! A landing plans again only when someone else changed the cluster's
+//! Peers meanwhile or the cluster recovered; the controller reports how
+//! the batches landed by passes of its own while any is in flight
+//! ([`Writers::busy`]).
 
 use std::{
     collections::HashMap,
@@ -119,6 +123,14 @@ impl Flights {
             }
         }
         true
+    }
+
+    /// Whether a batch of `mesh` is in flight on any cluster.
+    fn busy(&self, mesh: &ObjectRef<ClusterMesh>) -> bool {
+        let state = lock(&self.state);
+        state
+            .iter()
+            .any(|((flying, _), flight)| flying == mesh && flight.in_flight)
     }
 
     fn take_off(&self, key: &WorkerKey) {
@@ -256,6 +268,12 @@ impl Writers {
             .or_insert_with_key(|key| self.start(key, watched.client.clone()));
         // The worker lives until its sender is dropped.
         let _ = worker.batches.send(writes);
+    }
+
+    /// Whether a batch of `mesh` is being sent to some cluster: its landing
+    /// is not reported by a pass of its own (see the module's notes).
+    pub fn busy(&self, mesh: &ObjectRef<ClusterMesh>) -> bool {
+        self.flights.busy(mesh)
     }
 
     /// The outcome so far of the writes of `mesh` on `cluster` through the
@@ -452,16 +470,13 @@ impl Sender {
             let stale = drain(&mut batches) || owed;
             match failure {
                 None => {
-                    let (recovered, shown) = {
+                    let recovered = {
                         let mut outcome = lock(&self.outcome);
-                        let now = Timestamp::now();
-                        let before = outcome.last_written.replace(Time(now));
-                        // The status shows whole seconds of it.
-                        let shown = before.is_none_or(|t| t.0.as_second() != now.as_second());
-                        (outcome.failing.take().is_some(), shown)
+                        outcome.last_written = Some(Time(Timestamp::now()));
+                        outcome.failing.take().is_some()
                     };
                     backoff = FIRST_BACKOFF;
-                    if stale || recovered || shown {
+                    if stale || recovered {
                         self.replan();
                     }
                 }
