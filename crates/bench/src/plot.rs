@@ -226,15 +226,13 @@ fn chart(
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     if let Some(target) = target {
-        let line = DashedLineSeries::new(
-            [(0.0, target), (x_max * 1.05, target)],
-            6,
-            4,
-            RGBColor(120, 120, 120).into(),
-        );
+        let grey = RGBColor(120, 120, 120);
+        let line =
+            DashedLineSeries::new([(0.0, target), (x_max * 1.05, target)], 6, 4, grey.into());
         chart
             .draw_series(line)?
-            .label(format!("target {target:.0}"));
+            .label(format!("target {target:.0}"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], grey));
     }
     for (label, points, color) in series.iter().filter(|(_, points, _)| !points.is_empty()) {
         chart
