@@ -65,6 +65,12 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
         "the benchmark takes about 18 minutes on 2 cores: `make bench` runs it, `make test` does not",
     ),
     (
+        "docs/performance.md",
+        "## The curves",
+        "redraws the figure with the release build `make bench` makes; the drawing and the reading \
+         of results files are tested in crates/bench (`plot::tests`)",
+    ),
+    (
         "docs/troubleshooting.md",
         "## By reason",
         "reads the operator's pod; the tests run the operator in-process",
