@@ -39,6 +39,14 @@ fn name(c: usize) -> String {
     char::from(b'a' + u8::try_from(c % MAX_CLUSTERS).unwrap_or_default()).to_string()
 }
 
+/// Refuses a fleet of `clusters` the ranges and names cannot hold.
+pub fn check_size(clusters: usize) -> anyhow::Result<()> {
+    if !(2..=MAX_CLUSTERS).contains(&clusters) {
+        bail!("--clusters: a fleet has 2 to {MAX_CLUSTERS} clusters, not {clusters}");
+    }
+    Ok(())
+}
+
 /// The clusters, the first the hub.
 pub struct Fleet {
     pub planes: Vec<ControlPlane>,
@@ -55,9 +63,7 @@ impl Fleet {
     /// Starts the control planes and gives the hub least-privilege access to
     /// the others with the operator's own `connect` command.
     pub async fn start(operator: &Path, clusters: usize) -> anyhow::Result<Self> {
-        if !(2..=MAX_CLUSTERS).contains(&clusters) {
-            bail!("a fleet has 2 to {MAX_CLUSTERS} clusters, not {clusters}");
-        }
+        check_size(clusters)?;
         let names: Vec<String> = (0..clusters).map(name).collect();
         // A few at a time: two cores start three in seconds, twenty at once
         // in minutes.

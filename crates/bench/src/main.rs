@@ -129,6 +129,10 @@ async fn main() -> anyhow::Result<()> {
     let mut counts = args.clusters.clone();
     counts.sort_unstable();
     counts.dedup();
+    // Before the first fleet: a bad count would otherwise end the run late.
+    for &count in &counts {
+        fleet::check_size(count)?;
+    }
     let binary = operator::binary()?;
     let logs = tempfile::Builder::new()
         .prefix("kcm-bench-")
