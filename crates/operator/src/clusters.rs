@@ -388,9 +388,10 @@ impl Follower {
         let mut listed: Vec<K> = Vec::new();
         futures::pin_mut!(events);
         while let Some(event) = events.next().await {
-            // What changed when it was one object and nothing else: a
-            // writer's echo is told by it.
+            // What changed when it was one Peer and nothing else: a
+            // writer's echo is told by it. (Nodes have no writer here.)
             let mut change = None;
+            let peers = self.kind == Kind::Peers;
             let changed = match event {
                 Ok(event) => {
                     let (recovered, first_sync) = self.record_success(&event);
@@ -398,7 +399,7 @@ impl Follower {
                         Event::Apply(object) => {
                             let print = fingerprint(&object);
                             let name = object.name_any();
-                            change = Some(PeerChange::Applied {
+                            change = peers.then(|| PeerChange::Applied {
                                 name: name.clone(),
                                 version: object.resource_version().unwrap_or_default(),
                             });
@@ -409,7 +410,7 @@ impl Follower {
                         Event::Delete(object) => {
                             let name = object.name_any();
                             keep(Update::Delete(name.clone()));
-                            change = Some(PeerChange::Deleted { name: name.clone() });
+                            change = peers.then(|| PeerChange::Deleted { name: name.clone() });
                             seen.remove(&name).is_some()
                         }
                         Event::Init => {
