@@ -3,10 +3,7 @@
 //! WireGuard keeps one peer per public key, so two Peers with one key would
 //! overwrite each other's routes.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::node::EligibleNode;
 
@@ -14,8 +11,8 @@ use crate::node::EligibleNode;
 /// now (`current`, read from the Peers written before) stays anchor while it
 /// is eligible. Otherwise Ready nodes come first, then Kilo leaders, then the
 /// lowest name.
-pub fn choose(
-    eligible: &BTreeMap<String, Arc<EligibleNode>>,
+pub fn choose<N: AsRef<EligibleNode>>(
+    eligible: &BTreeMap<String, N>,
     current: &BTreeSet<String>,
 ) -> Option<String> {
     if let Some(kept) = current.iter().find(|name| eligible.contains_key(*name)) {
@@ -23,12 +20,15 @@ pub fn choose(
     }
     eligible
         .values()
+        .map(AsRef::as_ref)
         .min_by_key(|n| (!n.ready, !n.leader, &n.name))
         .map(|n| n.name.clone())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::node::tests::{check_full, node, plain_cluster};
 
@@ -72,7 +72,10 @@ mod tests {
             choose(&eligible(&[("b", true, false), ("a", true, false)]), &none),
             Some("a".into())
         );
-        assert_eq!(choose(&BTreeMap::new(), &none), None);
+        assert_eq!(
+            choose(&BTreeMap::<String, Arc<EligibleNode>>::new(), &none),
+            None
+        );
     }
 
     #[test]

@@ -103,32 +103,30 @@ impl Settled {
     }
 }
 
+/// A peerable node's entry at the pass before and now, when it changed.
+pub type CameOrWent<'a> = (Option<&'a Arc<EligibleNode>>, Option<&'a Arc<EligibleNode>>);
+
 /// [`settle`], by the nodes that changed since `before` where it can (see
-/// [`Settled`]); `before` becomes this pass's.
+/// [`Settled`]): `came_and_went` holds, per peerable node whose entry
+/// changed since that pass, the entry it had and the one it has.
+/// `before` becomes this pass's.
 pub fn settle_again(
     before: &mut Settled,
     eligible: &mut Eligible,
+    came_and_went: &[CameOrWent],
 ) -> BTreeMap<String, Vec<SkippedNode>> {
     if !before.whole {
-        let current: FxHashMap<usize, &Arc<EligibleNode>> = eligible
-            .values()
-            .flat_map(|nodes| nodes.values())
-            .map(|node| (address(node), node))
-            .collect();
-        let gone: Vec<usize> = before
-            .nodes
-            .keys()
-            .filter(|holder| !current.contains_key(holder))
-            .copied()
-            .collect();
-        for holder in gone {
+        for (went, _) in came_and_went {
+            let Some(holder) = went.map(address) else {
+                continue;
+            };
             if let Some(node) = before.nodes.remove(&holder) {
                 before.release(&node, holder);
             }
         }
         let mut clean = true;
-        for (holder, node) in current {
-            if !before.nodes.contains_key(&holder) {
+        for node in came_and_went.iter().filter_map(|(_, came)| *came) {
+            if !before.nodes.contains_key(&address(node)) {
                 if !before.claimable(node) {
                     clean = false;
                     break;
@@ -360,29 +358,32 @@ mod tests {
             Arc::new(BTreeMap::from([("x".to_owned(), x.clone())])),
         )]);
         let mut settled = Settled::default();
-        assert!(settle_again(&mut settled, &mut all).is_empty());
+        assert!(settle_again(&mut settled, &mut all, &[(None, Some(&x))]).is_empty());
         assert!(!settled.whole, "a mesh without contest is remembered");
         // A newcomer that contests nothing: claims its own, x keeps its.
-        nodes(&mut all).insert(
-            "y".into(),
-            node(("y", K2, "10.2.1.0/24", "10.102.0.2/32", 5)),
-        );
-        assert!(settle_again(&mut settled, &mut all).is_empty());
+        let y = node(("y", K2, "10.2.1.0/24", "10.102.0.2/32", 5));
+        nodes(&mut all).insert("y".into(), y.clone());
+        assert!(settle_again(&mut settled, &mut all, &[(None, Some(&y))]).is_empty());
         assert!(!settled.whole);
         assert_eq!(settled.nodes.len(), 2);
         assert!(settled.nodes.contains_key(&address(&x)));
         // One that takes x's range, and is older: the whole mesh, by age.
-        nodes(&mut all).insert(
-            "z".into(),
-            node(("z", K3, "10.2.0.0/25", "10.102.0.3/32", 1)),
-        );
-        let skipped = settle_again(&mut settled, &mut all);
+        let z = node(("z", K3, "10.2.0.0/25", "10.102.0.3/32", 1));
+        nodes(&mut all).insert("z".into(), z.clone());
+        let skipped = settle_again(&mut settled, &mut all, &[(None, Some(&z))]);
         assert_eq!(skipped["b"][0].name, "x", "z is older");
         assert!(settled.whole, "contested: settled whole from now on");
         // x leaves: uncontested again.
         nodes(&mut all).remove("x");
-        assert!(settle_again(&mut settled, &mut all).is_empty());
+        assert!(settle_again(&mut settled, &mut all, &[(Some(&x), None)]).is_empty());
         assert!(!settled.whole);
+        // y leaves and comes back changed: its old claims go first.
+        let y2 = node(("y", K2, "10.2.1.0/24", "10.102.0.2/32", 5));
+        nodes(&mut all).insert("y".into(), y2.clone());
+        assert!(settle_again(&mut settled, &mut all, &[(Some(&y), Some(&y2))]).is_empty());
+        assert!(!settled.whole);
+        assert!(settled.nodes.contains_key(&address(&y2)));
+        assert!(!settled.nodes.contains_key(&address(&y)));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //!   says.
 
 mod anchor;
+mod changes;
 mod cidr;
 mod claims;
 mod condition;
@@ -47,8 +48,8 @@ pub use node::{
 };
 pub use observe::{ClusterView, NodeView, Observation, ObservedPeer, Unreachable};
 pub use plan::{
-    ClusterReport, ClusterWriter, ClusterWrites, DesiredPeer, PeerConflict, PeerDeletion,
-    PeeredBack, Plan, Planner, Report, Settings, SkippedNode, applied, plan,
+    ClusterReport, ClusterWriter, ClusterWrites, DesiredPeer, DesiredPeers, PeerConflict,
+    PeerDeletion, PeeredBack, Plan, Planner, Report, Settings, SkippedNode, applied, plan,
 };
 pub use spec::SpecError;
 pub use status::{FailingWrites, MeshCondition, conditions, status};

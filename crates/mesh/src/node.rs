@@ -1,6 +1,6 @@
 //! Node eligibility: whether a node can be peered, and what its Peer routes.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::collections::BTreeSet;
 
 use api::{PeerEndpoint, WireGuardKey};
 use ipnet::IpNet;
@@ -268,20 +268,11 @@ pub enum Granularity {
     Location,
 }
 
-impl Granularity {
-    /// `location` when any node says so: Kilo runs with one flag cluster-wide.
-    pub fn of(nodes: &[Arc<NodeView>]) -> Self {
-        let location = nodes.iter().any(|n| {
-            n.annotations
-                .get(annotation::GRANULARITY)
-                .is_some_and(|g| g.trim() == "location")
-        });
-        if location {
-            Self::Location
-        } else {
-            Self::PerNode
-        }
-    }
+/// Whether `node`'s agent says Kilo runs with `location` granularity.
+pub fn says_location(node: &NodeView) -> bool {
+    node.annotations
+        .get(annotation::GRANULARITY)
+        .is_some_and(|g| g.trim() == "location")
 }
 
 /// Checks one node against its cluster's declared ranges. `blocked` ranges

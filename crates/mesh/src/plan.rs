@@ -2,17 +2,18 @@
 //! must hold and the writes that get them there.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet, hash_map::Entry},
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
     sync::Arc,
 };
-
-use rustc_hash::{FxHashMap, FxHashSet};
 
 use api::{ClusterMeshSpec, PeerPlacement, PeerSpec};
 use ipnet::IpNet;
 
 use crate::{
-    anchor, cidr, claims,
+    anchor,
+    changes::Tracked,
+    cidr, claims,
     conflict::{self, Conflict},
     endpoint::{DnsAnswers, EndpointDns},
     identity::{
@@ -158,7 +159,7 @@ pub struct Plan {
     /// Per cluster this mesh writes on (every cluster, or with
     /// `LocalCluster` placement only the local one): every Peer it wants
     /// there, by source cluster, then by node.
-    pub desired: BTreeMap<String, Vec<Arc<DesiredPeer>>>,
+    pub desired: BTreeMap<String, DesiredPeers>,
     /// Per readable cluster: the writes that differ from what it holds.
     pub writes: BTreeMap<String, ClusterWrites>,
     pub report: Report,
@@ -178,18 +179,71 @@ pub fn plan(
     Planner::default().plan(spec, identity, settings, observations)
 }
 
-/// Plans pass after pass for one mesh, deriving again only what changed
-/// since the pass before. It knows the nodes and Peers it was given by
-/// their addresses (the operator shares them between passes): a node is
-/// checked again when its view changed (not when only its check-in time
-/// did), contested keys and ranges are settled by the nodes that came and
-/// went ([`claims::Settled`]), a node's Peer is built again when its check
-/// or its anchor ranges changed, who wrote a held Peer is found once per
-/// Peer, and a desired Peer is compared with the one a cluster holds when
-/// either changed. Locations, anchors and counts are decided afresh each
-/// pass, from those. Anything the remembered results depend on beyond their
-/// node (the mesh's identity, its clusters, ranges in conflict, the
-/// settings but for the time of the pass) forgets them all when it changes.
+/// Every Peer the mesh wants on one cluster: each other source cluster's,
+/// in the order of the sources' names, then of their nodes. A source's
+/// Peers are one list, shared by every cluster that wants them and kept
+/// from pass to pass while that source does not change, so a pass copies
+/// no Peer of an unchanged source.
+#[derive(Clone, Debug, Default)]
+pub struct DesiredPeers {
+    sources: Vec<Arc<Vec<Arc<DesiredPeer>>>>,
+}
+
+impl DesiredPeers {
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<DesiredPeer>> {
+        self.sources.iter().flat_map(|peers| peers.iter())
+    }
+
+    /// The Peer named `name`, if the mesh wants it there.
+    pub fn get(&self, name: &str) -> Option<&Arc<DesiredPeer>> {
+        self.iter().find(|peer| peer.name == name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.sources.iter().map(|peers| peers.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl PartialEq for DesiredPeers {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for DesiredPeers {}
+
+impl<'a> IntoIterator for &'a DesiredPeers {
+    type Item = &'a Arc<DesiredPeer>;
+    type IntoIter = Box<dyn Iterator<Item = &'a Arc<DesiredPeer>> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+/// Plans pass after pass for one mesh, doing again only what the changes
+/// since the pass before call for, so that a pass costs what changed, not
+/// what the mesh holds. The operator shares nodes and Peers between passes
+/// and hands them in the same order, so the planner finds what changed on
+/// each cluster by walking its last lists beside the new ones
+/// ([`Tracked`]). Then only the nodes that changed are checked again (a
+/// node changed in its check-in time only keeps its check), plus those whose
+/// check-in went stale since; contested keys and ranges are settled by the
+/// nodes that came and went ([`claims::Settled`]); only those nodes' Peers
+/// are built again (and the anchor's, when it or its ranges change); and on
+/// each cluster the planner writes, only the Peer names that changed (wanted
+/// or held) are compared again, against a standing account of the writes
+/// and conflicts the cluster needs. Counts the report and the anchors read
+/// (members, endpoints, check-in times, the anchors held Peers carry, the
+/// Peers another operator of the mesh wrote) are kept up to date the same
+/// way. Anything the kept results depend on beyond their node (the mesh's
+/// identity, its clusters and which of them can be read, ranges in
+/// conflict, the settings but for the time of the pass, a clock gone back)
+/// starts the planner afresh.
 ///
 /// The plan is always the one [`plan`] makes of the same inputs (a property
 /// test checks it on random sequences of changes).
@@ -198,43 +252,23 @@ pub struct Planner {
     memo: Memo,
 }
 
-/// What a [`Planner`] remembers of the pass before.
+/// What a [`Planner`] keeps from the pass before.
 #[derive(Debug, Default)]
 struct Memo {
-    /// What every result below depends on beyond its own node.
+    /// What everything below depends on beyond its own node.
     context: Option<MemoContext>,
-    /// Per cluster: each node's check.
-    checks: HashMap<String, Checks>,
+    clusters: HashMap<String, ClusterMemo>,
     /// Which node keeps each key and range.
     settled: claims::Settled,
-    /// Per cluster: what the plan makes of each Peer it holds.
-    held: HashMap<String, FxHashMap<usize, Held>>,
-    /// Per source cluster, per checked node (or location), by address: the
-    /// Peer built for it.
-    built: HashMap<String, FxHashMap<usize, Built>>,
-    /// Per target cluster: the pairs of desired and held Peer that were
-    /// found to match.
-    matching: HashMap<String, Matching>,
-    /// The number of the last pass: each entry above records the last pass
-    /// that used it, and those a pass did not use are let go.
-    pass: u64,
+    /// The time of the pass before, when nodes are judged by their check-ins.
+    now: Option<i64>,
+    /// Every Peer built (of the clusters that can be read), by name: what
+    /// every cluster but its source wants.
+    wanted: HashMap<String, Arc<DesiredPeer>>,
 }
 
-/// Per desired Peer (by address): it, and the Peer a cluster holds that
-/// matches it.
-type Matching = FxHashMap<usize, Matched>;
-
-#[derive(Debug)]
-struct Matched {
-    /// Held so that no other Peer takes its address (the key) meanwhile.
-    _desired: Arc<DesiredPeer>,
-    held: Arc<ObservedPeer>,
-    pass: u64,
-}
-
-/// The address of a shared object: what the memos know it by. Each memo
-/// holds the `Arc` it keys, so no other object can have its address while
-/// the entry lives.
+/// The address of a shared object: how a pass tells it is the one the
+/// pass before saw.
 pub(crate) fn address<T>(shared: &Arc<T>) -> usize {
     Arc::as_ptr(shared) as usize
 }
@@ -246,21 +280,115 @@ struct MemoContext {
     blocked: BTreeSet<(String, IpNet)>,
     /// The settings without the time of the pass.
     settings: Settings,
+    /// Which clusters could be read: the Peers of the others are kept as
+    /// they are, and none is built for them.
+    observed: Vec<bool>,
 }
 
-/// One cluster's node checks, made at one granularity, by the address of
-/// the view checked; and the cluster's nodes as the last pass found them.
+/// What a [`Planner`] keeps of one cluster.
+#[derive(Debug, Default)]
+struct ClusterMemo {
+    /// Its nodes, as the last pass read them.
+    nodes: Tracked<NodeView>,
+    /// How many of them say Kilo runs with `location` granularity.
+    location_nodes: usize,
+    /// Its nodes that have a check-in time, by that time.
+    check_ins: BTreeSet<(i64, String)>,
+    checks: Checks,
+    /// Its peerable nodes (or locations), after the mesh-wide checks, each
+    /// with its Peer once built (for a cluster that can be read).
+    sourced: BTreeMap<String, Sourced>,
+    /// The nodes the mesh-wide checks took out at the last pass.
+    lost: Vec<String>,
+    /// The anchor and the ranges its Peer carried at the last pass.
+    anchor: Option<(String, Vec<IpNet>)>,
+    /// The nodes the entries of `sourced` carry, counted.
+    members: usize,
+    /// The endpoint addresses of the entries of `sourced`, counted.
+    endpoints: BTreeMap<IpAddr, usize>,
+    /// The Peers of `sourced`, in order: what every other cluster wants of
+    /// this one.
+    peers: Arc<Vec<Arc<DesiredPeer>>>,
+    /// Its Peers, as the last pass read them.
+    held_list: Tracked<ObservedPeer>,
+    /// Its Peers by name, with who wrote each.
+    held: HashMap<String, Held>,
+    /// How many of them the cluster's own operator of the mesh wrote.
+    own_operator: usize,
+    /// The anchors carried by the Peers the mesh keeps there, by source
+    /// cluster and node, counted.
+    anchors: BTreeMap<(String, String), usize>,
+    /// The writes and conflicts the cluster needs, by Peer name, while this
+    /// mesh writes its Peers; `None` until a pass accounts for it whole.
+    pending: Option<BTreeMap<String, Pending>>,
+}
+
+/// One cluster's node checks, made at one granularity.
 #[derive(Debug, Default)]
 struct Checks {
     granularity: Granularity,
-    nodes: FxHashMap<usize, Checked>,
+    /// By node name.
+    nodes: HashMap<String, Checked>,
     /// The peerable nodes, by name.
     eligible: Arc<BTreeMap<String, Arc<EligibleNode>>>,
     /// The others, by name, with why.
     skipped: BTreeMap<String, SkipReason>,
+    /// The peerable nodes whose endpoint is a DNS name.
+    named: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+struct Checked {
+    view: Arc<NodeView>,
+    outcome: Result<Arc<EligibleNode>, SkipReason>,
+}
+
+/// A peerable node whose entry changed in a pass: what it was and is.
+struct Changed {
+    name: String,
+    was: Option<Arc<EligibleNode>>,
+    is: Option<Arc<EligibleNode>>,
 }
 
 impl Checks {
+    /// Makes `name` peerable, skipped or gone, as `state` says, noting in
+    /// `changed` when its peerable entry changed.
+    fn set(
+        &mut self,
+        name: &str,
+        state: Option<Result<Arc<EligibleNode>, SkipReason>>,
+        changed: &mut Vec<Changed>,
+    ) {
+        let eligible = Arc::make_mut(&mut self.eligible);
+        let (was, is) = match state {
+            Some(Ok(node)) => {
+                self.skipped.remove(name);
+                match node.endpoint_name.is_some() {
+                    true => self.named.insert(name.to_owned()),
+                    false => self.named.remove(name),
+                };
+                (eligible.insert(name.to_owned(), node.clone()), Some(node))
+            }
+            Some(Err(reason)) => {
+                self.named.remove(name);
+                self.skipped.insert(name.to_owned(), reason);
+                (eligible.remove(name), None)
+            }
+            None => {
+                self.named.remove(name);
+                self.skipped.remove(name);
+                (eligible.remove(name), None)
+            }
+        };
+        if !same_entry(&was, &is) {
+            changed.push(Changed {
+                name: name.to_owned(),
+                was,
+                is,
+            });
+        }
+    }
+
     fn skipped(&self) -> Vec<SkippedNode> {
         let skipped = self.skipped.iter();
         skipped
@@ -272,78 +400,312 @@ impl Checks {
     }
 }
 
-#[derive(Debug)]
-struct Checked {
-    view: Arc<NodeView>,
-    outcome: Result<Arc<EligibleNode>, SkipReason>,
-    /// The outcome, or why the node was silent, at the last pass that saw it.
-    state: Result<Arc<EligibleNode>, SkipReason>,
-    /// The last pass that saw it.
-    pass: u64,
-}
-
-/// Whether two states of a node are the same: the same check, or the same
-/// reason to skip it.
-fn same_state(
-    a: &Result<Arc<EligibleNode>, SkipReason>,
-    b: &Result<Arc<EligibleNode>, SkipReason>,
-) -> bool {
+fn same_entry(a: &Option<Arc<EligibleNode>>, b: &Option<Arc<EligibleNode>>) -> bool {
     match (a, b) {
-        (Ok(a), Ok(b)) => Arc::ptr_eq(a, b),
-        (Err(a), Err(b)) => a == b,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
         _ => false,
     }
 }
 
-/// A Peer a cluster holds (kept alive: the memo knows it by its address),
-/// who wrote it, and the anchor it carries, if it is one (source cluster
-/// and node).
+/// A peerable node (or location) of a source cluster, and its Peer.
 #[derive(Debug)]
-struct Held {
-    /// Held so that no other Peer takes its address (the key) meanwhile.
-    _peer: Arc<ObservedPeer>,
-    writer: Writer,
-    anchor: Option<(String, String)>,
-    pass: u64,
+struct Sourced {
+    node: Arc<EligibleNode>,
+    built: Option<Built>,
 }
 
-/// Brings `held` up to the Peers `view` holds: who wrote each, and which
-/// anchor it carries, found for the Peers not seen before.
-fn hold(view: &ClusterView, writers: &Writers, held: &mut FxHashMap<usize, Held>, pass: u64) {
-    for peer in &view.peers {
-        let known = held.entry(address(peer)).or_insert_with(|| {
-            let label = |key: &str| peer.labels.get(key).map(String::as_str);
-            let anchor = (label(ANCHOR_LABEL) == Some("true"))
-                .then(|| {
-                    Some((
-                        label(CLUSTER_LABEL)?.to_owned(),
-                        peer.annotations.get(NODE_ANNOTATION)?.clone(),
-                    ))
-                })
-                .flatten();
-            Held {
-                _peer: peer.clone(),
-                writer: writers.of(peer),
-                anchor,
-                pass,
-            }
-        });
-        known.pass = pass;
-    }
-    if held.len() > view.peers.len() {
-        held.retain(|_, known| known.pass == pass);
+impl AsRef<EligibleNode> for Sourced {
+    fn as_ref(&self) -> &EligibleNode {
+        &self.node
     }
 }
 
 /// A Peer built for one node, and what it was built from.
 #[derive(Debug)]
 struct Built {
-    /// Held so that no other node takes its address (the key) meanwhile.
-    _node: Arc<EligibleNode>,
+    node: Arc<EligibleNode>,
     /// The ranges it carries as its cluster's anchor, if it is.
     anchor_ranges: Option<Vec<IpNet>>,
     peer: Arc<DesiredPeer>,
-    pass: u64,
+}
+
+/// A Peer a cluster holds, who wrote it, and the anchor it carries, if it
+/// is one (source cluster and node).
+#[derive(Debug)]
+struct Held {
+    peer: Arc<ObservedPeer>,
+    writer: Writer,
+    anchor: Option<(String, String)>,
+}
+
+impl Held {
+    fn of(peer: &Arc<ObservedPeer>, writers: &Writers) -> Self {
+        let label = |key: &str| peer.labels.get(key).map(String::as_str);
+        let anchor = (label(ANCHOR_LABEL) == Some("true"))
+            .then(|| {
+                Some((
+                    label(CLUSTER_LABEL)?.to_owned(),
+                    peer.annotations.get(NODE_ANNOTATION)?.clone(),
+                ))
+            })
+            .flatten();
+        Self {
+            peer: peer.clone(),
+            writer: writers.of(peer),
+            anchor,
+        }
+    }
+}
+
+/// What a cluster needs done about one Peer name.
+#[derive(Debug)]
+enum Pending {
+    Apply(Arc<DesiredPeer>),
+    Delete(PeerDeletion),
+    /// The name is taken by a Peer this writer wrote, which the mesh may
+    /// not take over.
+    Conflict(Writer),
+}
+
+/// The Peers a mesh keeps on `target` by who wrote them: its own, released
+/// ones of the mesh, and on its own cluster those another operator of the
+/// mesh wrote there (a hub, before the mesh went decentralized): taken over
+/// in place.
+fn keeps_written(identity: &MeshIdentity, target: &str, writer: &Writer) -> bool {
+    match writer {
+        Writer::This | Writer::Released => true,
+        Writer::Sibling(_) => target == identity.hub_cluster,
+        Writer::OtherMesh { .. } | Writer::Unmanaged => false,
+    }
+}
+
+impl ClusterMemo {
+    /// Brings `held` up to the Peers the cluster holds now; returns the
+    /// names that changed.
+    fn hold(
+        &mut self,
+        peers: &[Arc<ObservedPeer>],
+        writers: &Writers,
+        identity: &MeshIdentity,
+        target: &str,
+    ) -> Vec<String> {
+        let changes = self.held_list.update(peers);
+        let own = Writer::Sibling(target.to_owned());
+        let mut names = Vec::with_capacity(changes.left.len() + changes.came.len());
+        let mut count = |held: &Held, by: isize| {
+            if held.writer == own {
+                self.own_operator = self.own_operator.saturating_add_signed(by);
+            }
+            if let Some(anchor) = &held.anchor
+                && keeps_written(identity, target, &held.writer)
+            {
+                let count = self.anchors.entry(anchor.clone()).or_default();
+                *count = count.saturating_add_signed(by);
+                if *count == 0 {
+                    self.anchors.remove(anchor);
+                }
+            }
+        };
+        for peer in changes.left {
+            if let Some(held) = self.held.remove(&peer.name) {
+                count(&held, -1);
+            }
+            names.push(peer.name.clone());
+        }
+        for peer in changes.came {
+            let held = Held::of(&peer, writers);
+            count(&held, 1);
+            if let Some(before) = self.held.insert(peer.name.clone(), held) {
+                count(&before, -1);
+            }
+            names.push(peer.name.clone());
+        }
+        names
+    }
+
+    /// Who wrote `peer`, which the cluster holds.
+    fn writer_of(&self, peer: &Arc<ObservedPeer>, writers: &Writers) -> Writer {
+        match self.held.get(&peer.name) {
+            Some(held) if Arc::ptr_eq(&held.peer, peer) => held.writer.clone(),
+            _ => writers.of(peer),
+        }
+    }
+
+    /// Brings the checks up to the cluster's nodes: which can be peered,
+    /// and the others with why. Only the nodes that changed are checked
+    /// again (not those changed in their check-in time only), and only
+    /// those and the nodes whose check-in went stale since `since` (the
+    /// pass before) are judged again. Returns the peerable entries that
+    /// changed, or `None` when the granularity changed and every node was
+    /// checked again.
+    fn check_nodes(
+        &mut self,
+        cluster: &ClusterSpec,
+        nodes: &[Arc<NodeView>],
+        blocked: &BTreeSet<(String, IpNet)>,
+        settings: &Settings,
+        since: Option<i64>,
+    ) -> Option<Vec<Changed>> {
+        let changes = self.nodes.update(nodes);
+        for node in &changes.left {
+            if node::says_location(node) {
+                self.location_nodes = self.location_nodes.saturating_sub(1);
+            }
+            if let Some(at) = node.checked_in {
+                self.check_ins.remove(&(at, node.name.clone()));
+            }
+        }
+        for node in &changes.came {
+            if node::says_location(node) {
+                self.location_nodes += 1;
+            }
+            if let Some(at) = node.checked_in {
+                self.check_ins.insert((at, node.name.clone()));
+            }
+        }
+        let granularity = match self.location_nodes {
+            0 => Granularity::PerNode,
+            _ => Granularity::Location,
+        };
+        let silent = |node: &NodeView| settings.liveness.and_then(|l| l.judge(node));
+        let state = |node: &NodeView, outcome: &Result<Arc<EligibleNode>, SkipReason>| {
+            silent(node).map_or_else(|| outcome.clone(), Err)
+        };
+        let mut changed = Vec::new();
+        if self.checks.granularity != granularity {
+            self.checks = Checks {
+                granularity,
+                ..Checks::default()
+            };
+            for node in nodes {
+                let outcome = node::check(node, cluster, blocked, granularity, settings);
+                let outcome = outcome.map(Arc::new);
+                self.checks
+                    .set(&node.name, Some(state(node, &outcome)), &mut changed);
+                let checked = Checked {
+                    view: node.clone(),
+                    outcome,
+                };
+                self.checks.nodes.insert(node.name.clone(), checked);
+            }
+            return None;
+        }
+        // A node's check before, kept if it changed only in its check-in time.
+        let mut before: HashMap<String, Checked> = changes
+            .left
+            .iter()
+            .filter_map(|node| Some((node.name.clone(), self.checks.nodes.remove(&node.name)?)))
+            .collect();
+        for node in &changes.came {
+            let outcome = match before.remove(&node.name) {
+                Some(known) if known.view.same_but_check_in(node) => known.outcome,
+                _ => node::check(node, cluster, blocked, granularity, settings).map(Arc::new),
+            };
+            self.checks
+                .set(&node.name, Some(state(node, &outcome)), &mut changed);
+            let checked = Checked {
+                view: node.clone(),
+                outcome,
+            };
+            self.checks.nodes.insert(node.name.clone(), checked);
+        }
+        for name in before.into_keys() {
+            self.checks.set(&name, None, &mut changed);
+        }
+        // The nodes that were live at the pass before and may not be now.
+        if let (Some(liveness), Some(since)) = (settings.liveness, since) {
+            let stale = i128::from(liveness.stale_after_seconds);
+            let clamp = |t: i128| i64::try_from(t.clamp(i64::MIN.into(), i64::MAX.into()));
+            let (from, to) = (
+                clamp(i128::from(since) - stale),
+                clamp(i128::from(liveness.now) - stale - 1),
+            );
+            if let (Ok(from), Ok(to)) = (from, to)
+                && from <= to
+            {
+                let due: Vec<String> = (self.check_ins.range((from, String::new())..))
+                    .take_while(|(at, _)| *at <= to)
+                    .map(|(_, name)| name.clone())
+                    .collect();
+                for name in due {
+                    if let Some(known) = self.checks.nodes.get(&name) {
+                        let state = state(&known.view, &known.outcome);
+                        self.checks.set(&name, Some(state), &mut changed);
+                    }
+                }
+            }
+        }
+        Some(changed)
+    }
+
+    /// Brings `sourced` up to the cluster's peerable nodes after the
+    /// mesh-wide checks (`peered`), looking at `candidates` only (`None`:
+    /// at every node). Returns the names whose node changed or came, and
+    /// the Peers of the nodes that left.
+    fn place(
+        &mut self,
+        peered: &BTreeMap<String, Arc<EligibleNode>>,
+        candidates: Option<BTreeSet<String>>,
+    ) -> (Vec<String>, Vec<Arc<DesiredPeer>>) {
+        let candidates = candidates.unwrap_or_else(|| {
+            let names = peered.keys().chain(self.sourced.keys());
+            names.cloned().collect()
+        });
+        let mut touched = Vec::new();
+        let mut dropped = Vec::new();
+        for name in candidates {
+            match (peered.get(&name), self.sourced.get(&name)) {
+                (Some(node), Some(known)) if Arc::ptr_eq(&known.node, node) => {}
+                (Some(node), known) => {
+                    if let Some(before) = known.map(|known| known.node.clone()) {
+                        self.account(&before, false);
+                    }
+                    self.account(node, true);
+                    let entry = self.sourced.entry(name.clone());
+                    entry
+                        .and_modify(|entry| entry.node = node.clone())
+                        .or_insert_with(|| Sourced {
+                            node: node.clone(),
+                            built: None,
+                        });
+                    touched.push(name);
+                }
+                (None, Some(_)) => {
+                    if let Some(before) = self.sourced.remove(&name) {
+                        self.account(&before.node, false);
+                        dropped.extend(before.built.map(|built| built.peer));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        (touched, dropped)
+    }
+
+    /// Counts `node`'s members and endpoint in, or out.
+    fn account(&mut self, node: &EligibleNode, add: bool) {
+        let members = node.members.len();
+        self.members = match add {
+            true => self.members + members,
+            false => self.members.saturating_sub(members),
+        };
+        if let Some(ip) = node.endpoint.as_ref().and_then(node::endpoint_ip) {
+            let count = self.endpoints.entry(ip).or_default();
+            *count = match add {
+                true => *count + 1,
+                false => count.saturating_sub(1),
+            };
+            if *count == 0 {
+                self.endpoints.remove(&ip);
+            }
+        }
+    }
+
+    /// The peerable entries, as `place` left them.
+    fn peered(&self) -> impl Iterator<Item = &Arc<EligibleNode>> {
+        self.sourced.values().map(|entry| &entry.node)
+    }
 }
 
 impl Planner {
@@ -376,38 +738,7 @@ fn plan_with(
         Ok(clusters)
     }) {
         Ok(clusters) => clusters,
-        Err(spec_errors) => {
-            // Nothing is written while the spec is wrong.
-            let clusters = spec
-                .clusters
-                .iter()
-                .map(|entry| {
-                    let obs = observation(&entry.name);
-                    ClusterReport {
-                        name: entry.name.clone(),
-                        unreachable: unreachable(obs),
-                        nodes: obs.view().map_or(0, |v| v.nodes.len()),
-                        registered_peers: 0,
-                        skipped: vec![],
-                        anchor: None,
-                        writer: match spec.writes_on(entry) {
-                            true => ClusterWriter::ThisOperator,
-                            false => ClusterWriter::OwnOperator,
-                        },
-                        peered_back: None,
-                    }
-                })
-                .collect();
-            return Plan {
-                report: Report {
-                    local_cluster: identity.hub_cluster.clone(),
-                    spec_errors,
-                    clusters,
-                    ..Report::default()
-                },
-                ..Plan::default()
-            };
-        }
+        Err(spec_errors) => return spec_error_plan(spec, identity, spec_errors, observation),
     };
     let (conflicts, blocked) = conflict::find(&clusters);
     let context = MemoContext {
@@ -415,267 +746,465 @@ fn plan_with(
         clusters: clusters.clone(),
         blocked: blocked.clone(),
         settings: Settings {
-            liveness: None,
+            liveness: settings
+                .liveness
+                .map(|liveness| Liveness { now: 0, ..liveness }),
             ..settings.clone()
         },
+        observed: clusters
+            .iter()
+            .map(|c| observation(&c.name).is_observed())
+            .collect(),
     };
-    if memo.context.as_ref() != Some(&context) {
+    let now = settings.liveness.map(|liveness| liveness.now);
+    let clock_went_back = matches!((memo.now, now), (Some(before), Some(now)) if now < before);
+    if memo.context.as_ref() != Some(&context) || clock_went_back {
         *memo = Memo {
             context: Some(context),
             ..Memo::default()
         };
     }
-    memo.pass += 1;
-    let pass = memo.pass;
+    let since = std::mem::replace(&mut memo.now, now);
     let mesh_label = identity.label_value();
     let mesh = mesh_label.as_str();
     let writers = Writers::new(identity, clusters.iter().map(|c| c.name.as_str()));
-    memo.held.retain(|name, _| {
-        observation(name).view().is_some() && clusters.iter().any(|c| c.name == *name)
-    });
+    let empty = ClusterView::default();
+    let view_of = |name: &str| observation(name).view().unwrap_or(&empty);
     for cluster in &clusters {
-        if let Some(view) = observation(&cluster.name).view() {
-            let held = memo.held.entry(cluster.name.clone()).or_default();
-            hold(view, &writers, held, pass);
+        memo.clusters.entry(cluster.name.clone()).or_default();
+    }
+
+    // The Peers each cluster holds, and who wrote them.
+    let mut held_changes: HashMap<&str, Vec<String>> = HashMap::new();
+    for cluster in &clusters {
+        let known = memo.clusters.get_mut(&cluster.name);
+        if let Some(known) = known {
+            let view = view_of(&cluster.name);
+            let changed = known.hold(&view.peers, &writers, identity, &cluster.name);
+            held_changes.insert(cluster.name.as_str(), changed);
         }
     }
-    let held = &memo.held;
-    // Who wrote a Peer `target` holds.
-    let writer_of = |target: &str, peer: &Arc<ObservedPeer>| {
-        let known = held.get(target).and_then(|h| h.get(&address(peer)));
-        known.map_or_else(|| writers.of(peer), |known| known.writer.clone())
-    };
-    // The Peers this mesh keeps on `target`: its own, released ones of the
-    // mesh, and on its own cluster those another operator of the mesh wrote
-    // there (a hub, before the mesh went decentralized): taken over in place.
-    let keeps_written = |target: &str, writer: &Writer| match writer {
-        Writer::This | Writer::Released => true,
-        Writer::Sibling(_) => target == identity.hub_cluster,
-        Writer::OtherMesh { .. } | Writer::Unmanaged => false,
-    };
-    let keeps =
-        |target: &str, peer: &Arc<ObservedPeer>| keeps_written(target, &writer_of(target, peer));
-    let keeps = &keeps;
     // A cluster whose own operator of this mesh writes its Peers is left to
     // it: always with `LocalCluster` placement; from a hub once that
     // operator has taken the cluster's Peers over.
-    let cluster_writers: BTreeMap<&str, ClusterWriter> = clusters
-        .iter()
-        .map(|target| {
-            let own = Writer::Sibling(target.name.clone());
-            let held = held.get(target.name.as_str());
-            let writes_itself = held.is_some_and(|held| held.values().any(|h| h.writer == own));
-            let writer = if target.local {
-                ClusterWriter::ThisOperator
-            } else if spec.peer_placement == PeerPlacement::LocalCluster {
-                ClusterWriter::OwnOperator
-            } else if writes_itself {
-                ClusterWriter::OwnOperatorTookOver
-            } else {
-                ClusterWriter::ThisOperator
-            };
-            (target.name.as_str(), writer)
-        })
-        .collect();
     let writer = |target: &ClusterSpec| {
-        let writer = cluster_writers.get(target.name.as_str());
-        writer.copied().unwrap_or_default()
+        let writes_itself = memo
+            .clusters
+            .get(&target.name)
+            .is_some_and(|m| m.own_operator > 0);
+        if target.local {
+            ClusterWriter::ThisOperator
+        } else if spec.peer_placement == PeerPlacement::LocalCluster {
+            ClusterWriter::OwnOperator
+        } else if writes_itself {
+            ClusterWriter::OwnOperatorTookOver
+        } else {
+            ClusterWriter::ThisOperator
+        }
     };
-
-    // The Peers this mesh keeps on the readable clusters it writes: the
-    // anchors they carry, by source cluster, for the anchor's stickiness;
-    // all of one source's, for counting a source that cannot be read.
-    let owned: Vec<(&str, &ClusterView)> = clusters
+    let writers_of: BTreeMap<&str, ClusterWriter> = clusters
         .iter()
-        .filter(|c| writer(c) == ClusterWriter::ThisOperator)
-        .filter_map(|c| match observation(&c.name) {
-            Observation::Observed(view) => Some((c.name.as_str(), view)),
-            Observation::Unreachable { .. } => None,
-        })
+        .map(|c| (c.name.as_str(), writer(c)))
         .collect();
-    let mut anchors: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    for (target, _) in &owned {
-        let kept = held[*target]
-            .values()
-            .filter(|h| keeps_written(target, &h.writer));
-        for (source, node) in kept.filter_map(|h| h.anchor.as_ref()) {
-            anchors.entry(source).or_default().insert(node.clone());
+    let writer = |name: &str| writers_of.get(name).copied().unwrap_or_default();
+    // The readable clusters this mesh writes.
+    let owned: Vec<&ClusterSpec> = clusters
+        .iter()
+        .filter(|c| writer(&c.name) == ClusterWriter::ThisOperator)
+        .filter(|c| observation(&c.name).is_observed())
+        .collect();
+    // The anchors the Peers this mesh keeps there carry, by source cluster,
+    // for the anchor's stickiness.
+    let mut anchors: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for target in &owned {
+        let kept = memo
+            .clusters
+            .get(&target.name)
+            .into_iter()
+            .flat_map(|m| m.anchors.keys());
+        for (source, node) in kept {
+            anchors
+                .entry(source.clone())
+                .or_default()
+                .insert(node.clone());
         }
     }
-    // The nodes of `source` that have Peers this mesh keeps.
+    // The nodes of `source` that have Peers this mesh keeps on the clusters
+    // it writes: how a source that cannot be read is counted.
     let kept_nodes = |source: &str| {
         let mut nodes = BTreeSet::new();
-        for (target, view) in &owned {
+        for target in &owned {
+            let (view, known) = (view_of(&target.name), memo.clusters.get(&target.name));
             let of_source = view
                 .peers
                 .iter()
                 .filter(|p| p.labels.get(CLUSTER_LABEL).is_some_and(|c| c == source));
-            for peer in of_source.filter(|p| keeps(target, p)) {
-                nodes.extend(peer_nodes(peer).into_iter().map(str::to_owned));
+            for peer in of_source {
+                let writer =
+                    known.map_or_else(|| writers.of(peer), |m| m.writer_of(peer, &writers));
+                if keeps_written(identity, &target.name, &writer) {
+                    nodes.extend(peer_nodes(peer).into_iter().map(str::to_owned));
+                }
             }
         }
         nodes.len()
     };
-
-    let mut eligible = BTreeMap::new();
-    let mut skipped = BTreeMap::new();
-    let mut granularities = BTreeMap::new();
-    memo.checks
-        .retain(|name, _| clusters.iter().any(|c| c.name == *name));
-    for cluster in &clusters {
-        let checks = memo.checks.entry(cluster.name.clone()).or_default();
-        let view = observation(&cluster.name).view();
-        eligibility(cluster, view, &blocked, settings, checks, pass);
-        eligible.insert(cluster.name.clone(), checks.eligible.clone());
-        skipped.insert(cluster.name.clone(), checks.skipped());
-        granularities.insert(cluster.name.as_str(), checks.granularity);
-    }
-    let unresolvable_endpoints = unresolvable(&eligible, &settings.dns_answers);
-    for (cluster, lost) in claims::settle_again(&mut memo.settled, &mut eligible) {
-        skipped.entry(cluster).or_default().extend(lost);
-    }
-    // A location's nodes are one Peer, its leader's.
-    for cluster in &clusters {
-        let Some(view) = observation(&cluster.name).view() else {
-            continue;
-        };
-        if granularities.get(cluster.name.as_str()) == Some(&Granularity::Location) {
-            let nodes = eligible.remove(&cluster.name).unwrap_or_default();
-            let nodes = Arc::unwrap_or_clone(nodes);
-            let (locations, lost) =
-                segment::by_location(&view.nodes, nodes, settings.liveness.as_ref());
-            eligible.insert(cluster.name.clone(), Arc::new(locations));
-            skipped
-                .entry(cluster.name.clone())
-                .or_default()
-                .extend(lost);
-        }
-    }
-    for skips in skipped.values_mut() {
-        skips.sort();
-    }
-    let mut sources = BTreeMap::new();
-    let mut reports = Vec::new();
-    for cluster in &clusters {
-        let (source, mut report) = source(
-            cluster,
-            observation(&cluster.name),
-            eligible.remove(&cluster.name).unwrap_or_default(),
-            skipped.remove(&cluster.name).unwrap_or_default(),
-            &blocked,
-            anchors.get(cluster.name.as_str()),
-            writer(cluster),
-        );
-        if report.unreachable.is_some() {
-            report.registered_peers = kept_nodes(&cluster.name);
-        }
-        sources.insert(cluster.name.clone(), source);
-        reports.push(report);
-    }
-    // Whether the clusters that write their own Peers have peered ours.
-    let local_nodes: BTreeSet<&str> = sources
-        .get(&identity.hub_cluster)
-        .into_iter()
-        .flat_map(|s| s.eligible.values())
-        .flat_map(|entry| entry.members.iter().map(String::as_str))
-        .collect();
-    for report in &mut reports {
-        let Observation::Observed(view) = observation(&report.name) else {
-            continue;
-        };
-        if report.writer == ClusterWriter::ThisOperator || view.peers_unknown {
-            continue;
-        }
-        let own = Writer::Sibling(report.name.clone());
-        let peered: BTreeSet<&str> = view
-            .peers
-            .iter()
-            .filter(|p| p.labels.get(CLUSTER_LABEL) == Some(&identity.hub_cluster))
-            .filter(|p| writers.of(p) == own)
-            .flat_map(|p| peer_nodes(p))
-            .filter(|node| local_nodes.contains(node))
-            .collect();
-        report.peered_back = Some(PeeredBack {
-            peered: peered.len(),
-            of: local_nodes.len(),
-        });
-    }
-    // No tunnel carries a tunnel's own packets: an anchor's service and
-    // additional ranges are narrowed around every endpoint of the mesh
-    // (a host network that holds the nodes' endpoints, say).
-    let endpoints: Vec<std::net::IpAddr> = sources
-        .values()
-        .flat_map(|s| s.eligible.values())
-        .filter_map(|node| node::endpoint_ip(node.endpoint.as_ref()?))
-        .collect();
-    for source in sources.values_mut() {
-        source.anchor_ranges = source
-            .anchor_ranges
-            .iter()
-            .flat_map(|range| cidr::exclude(*range, &endpoints))
-            .collect();
-    }
-
-    // A node's Peer is the same on every other cluster: built once, shared.
-    memo.built.retain(|name, _| {
-        observation(name).is_observed() && clusters.iter().any(|c| c.name == *name)
-    });
-    let peers_of: BTreeMap<&str, Vec<Arc<DesiredPeer>>> = clusters
+    let registered_kept: BTreeMap<&str, usize> = clusters
         .iter()
-        .filter(|source| observation(&source.name).is_observed())
-        .map(|source| {
-            let built = memo.built.entry(source.name.clone()).or_default();
-            let peers = build(identity, mesh, source, &sources[&source.name], built, pass);
-            (source.name.as_str(), peers)
-        })
+        .filter(|c| !observation(&c.name).is_observed())
+        .map(|c| (c.name.as_str(), kept_nodes(&c.name)))
         .collect();
-    let mut desired = BTreeMap::new();
+
+    // Each cluster's nodes, checked where they changed.
+    let mut eligible: claims::Eligible = BTreeMap::new();
+    let mut changed: BTreeMap<&str, Option<Vec<Changed>>> = BTreeMap::new();
+    for cluster in &clusters {
+        let Some(known) = memo.clusters.get_mut(&cluster.name) else {
+            continue;
+        };
+        let nodes = &view_of(&cluster.name).nodes;
+        let checked = known.check_nodes(cluster, nodes, &blocked, settings, since);
+        eligible.insert(cluster.name.clone(), known.checks.eligible.clone());
+        changed.insert(cluster.name.as_str(), checked);
+    }
+    let unresolvable_endpoints = unresolvable(&clusters, &memo.clusters, &settings.dns_answers);
+    // Keys and ranges, settled by the nodes that came and went.
+    if changed.values().any(Option::is_none) {
+        memo.settled = claims::Settled::default();
+    }
+    let came_and_went: Vec<claims::CameOrWent> = changed
+        .values()
+        .flatten()
+        .flatten()
+        .map(|c| (c.was.as_ref(), c.is.as_ref()))
+        .collect();
+    let mut lost = claims::settle_again(&mut memo.settled, &mut eligible, &came_and_went);
+
+    // Each cluster's peerable nodes after the mesh-wide checks: a
+    // location's nodes are one Peer, its leader's.
+    let mut skipped: BTreeMap<String, Vec<SkippedNode>> = BTreeMap::new();
+    let mut touched: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut dropped: Vec<Arc<DesiredPeer>> = Vec::new();
+    for cluster in &clusters {
+        let Some(known) = memo.clusters.get_mut(&cluster.name) else {
+            continue;
+        };
+        let mut skips = known.checks.skipped();
+        let losers = lost.remove(&cluster.name).unwrap_or_default();
+        let peered = eligible.remove(&cluster.name).unwrap_or_default();
+        let location = known.checks.granularity == Granularity::Location;
+        let (peered, located) = match (location, observation(&cluster.name).view()) {
+            (true, Some(view)) => {
+                let nodes = Arc::unwrap_or_clone(peered);
+                let (locations, lost) =
+                    segment::by_location(&view.nodes, nodes, settings.liveness.as_ref());
+                (Arc::new(locations), lost)
+            }
+            _ => (peered, Vec::new()),
+        };
+        let candidates = match changed.remove(cluster.name.as_str()).flatten() {
+            Some(changes) if !location => {
+                let names = changes.into_iter().map(|c| c.name);
+                let losers_now = losers.iter().map(|s| s.name.clone());
+                Some(
+                    names
+                        .chain(losers_now)
+                        .chain(known.lost.drain(..))
+                        .collect(),
+                )
+            }
+            _ => None,
+        };
+        known.lost = losers.iter().map(|s| s.name.clone()).collect();
+        let (names, gone) = known.place(&peered, candidates);
+        touched.insert(cluster.name.as_str(), names);
+        dropped.extend(gone);
+        skips.extend(losers);
+        skips.extend(located);
+        skips.sort();
+        skipped.insert(cluster.name.clone(), skips);
+    }
+
+    // Each cluster's anchor, and the ranges its Peer carries: its service
+    // and additional CIDRs not in conflict, narrowed around every endpoint
+    // of the mesh (no tunnel carries a tunnel's own packets: a host network
+    // that holds the nodes' endpoints, say).
+    let holes = |range: &IpNet| -> Vec<IpAddr> {
+        let within = range.network()..=range.broadcast();
+        let mut holes: Vec<IpAddr> = memo
+            .clusters
+            .values()
+            .flat_map(|m| m.endpoints.range(within.clone()).map(|(ip, _)| *ip))
+            .collect();
+        holes.sort_unstable();
+        holes.dedup();
+        holes
+    };
+    let mut anchored: BTreeMap<&str, Option<(String, Vec<IpNet>)>> = BTreeMap::new();
+    for cluster in &clusters {
+        let Some(known) = memo.clusters.get(&cluster.name) else {
+            continue;
+        };
+        let ranges: Vec<IpNet> = cluster
+            .service
+            .iter()
+            .chain(&cluster.additional)
+            .filter(|range| !blocked.contains(&(cluster.name.clone(), **range)))
+            .flat_map(|range| cidr::exclude(*range, &holes(range)))
+            .collect();
+        let declared = cluster.service.iter().chain(&cluster.additional);
+        let open = declared
+            .clone()
+            .any(|r| !blocked.contains(&(cluster.name.clone(), *r)));
+        let held = anchors.get(&cluster.name);
+        let anchor = open
+            .then(|| anchor::choose(&known.sourced, held.unwrap_or(&BTreeSet::new())))
+            .flatten();
+        anchored.insert(cluster.name.as_str(), anchor.map(|name| (name, ranges)));
+    }
+
+    // A node's Peer is the same on every other cluster: built once, shared,
+    // and built again only when its node or its anchor ranges change.
+    let mut renamed: Vec<String> = Vec::new();
+    for peer in dropped {
+        if memo
+            .wanted
+            .get(&peer.name)
+            .is_some_and(|p| Arc::ptr_eq(p, &peer))
+        {
+            memo.wanted.remove(&peer.name);
+        }
+        renamed.push(peer.name.clone());
+    }
+    for cluster in clusters
+        .iter()
+        .filter(|c| observation(&c.name).is_observed())
+    {
+        let Some(known) = memo.clusters.get_mut(&cluster.name) else {
+            continue;
+        };
+        let anchor = anchored.get(cluster.name.as_str()).cloned().flatten();
+        let mut names = touched.remove(cluster.name.as_str()).unwrap_or_default();
+        if known.anchor != anchor {
+            names.extend(
+                known
+                    .anchor
+                    .iter()
+                    .chain(&anchor)
+                    .map(|(name, _)| name.clone()),
+            );
+        }
+        let mut rebuilt = false;
+        for name in names {
+            let Some(entry) = known.sourced.get_mut(&name) else {
+                continue;
+            };
+            let ranges = anchor
+                .as_ref()
+                .filter(|(anchor, _)| *anchor == name)
+                .map(|(_, ranges)| ranges.as_slice());
+            if let Some(built) = &entry.built
+                && Arc::ptr_eq(&built.node, &entry.node)
+                && built.anchor_ranges.as_deref() == ranges
+            {
+                continue;
+            }
+            let peer = Arc::new(desired_peer(identity, mesh, cluster, &entry.node, ranges));
+            memo.wanted.insert(peer.name.clone(), peer.clone());
+            renamed.push(peer.name.clone());
+            entry.built = Some(Built {
+                node: entry.node.clone(),
+                anchor_ranges: ranges.map(<[IpNet]>::to_vec),
+                peer,
+            });
+            rebuilt = true;
+        }
+        known.anchor = anchor;
+        if rebuilt || known.peers.len() != known.sourced.len() {
+            let peers = known
+                .sourced
+                .values()
+                .filter_map(|e| Some(e.built.as_ref()?.peer.clone()));
+            known.peers = Arc::new(peers.collect());
+        }
+    }
+    // The writes each cluster this mesh writes needs: the Peer names that
+    // changed, wanted or held, compared again.
+    let kept_source = |source: &str| {
+        clusters.iter().any(|c| c.name == source) && !observation(source).is_observed()
+    };
     let mut writes = BTreeMap::new();
     let mut peer_conflicts = Vec::new();
-    for target in clusters
+    let mut desired = BTreeMap::new();
+    let mut sources: Vec<&ClusterSpec> = clusters
         .iter()
-        .filter(|target| writer(target) == ClusterWriter::ThisOperator)
-    {
-        let wanted: Vec<Arc<DesiredPeer>> = peers_of
+        .filter(|c| observation(&c.name).is_observed())
+        .collect();
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
+    for target in &clusters {
+        if writer(&target.name) != ClusterWriter::ThisOperator {
+            if let Some(known) = memo.clusters.get_mut(&target.name) {
+                known.pending = None;
+            }
+            continue;
+        }
+        let wanted = sources
             .iter()
-            .filter(|(source, _)| **source != target.name)
-            .flat_map(|(_, peers)| peers.iter().cloned())
-            .collect();
-        if let Observation::Observed(view) = observation(&target.name) {
-            let kept_source = |source: &str| {
-                clusters.iter().any(|c| c.name == source) && !observation(source).is_observed()
+            .filter(|source| source.name != target.name)
+            .filter_map(|source| Some(memo.clusters.get(&source.name)?.peers.clone()));
+        desired.insert(
+            target.name.clone(),
+            DesiredPeers {
+                sources: wanted.collect(),
+            },
+        );
+        let observed = observation(&target.name).is_observed();
+        let Some(known) = memo.clusters.get_mut(&target.name) else {
+            continue;
+        };
+        if !observed {
+            known.pending = None;
+            continue;
+        }
+        let names: BTreeSet<String> = match &known.pending {
+            Some(_) => {
+                let held = held_changes
+                    .remove(target.name.as_str())
+                    .unwrap_or_default();
+                held.into_iter().chain(renamed.iter().cloned()).collect()
+            }
+            None => memo
+                .wanted
+                .keys()
+                .chain(known.held.keys())
+                .cloned()
+                .collect(),
+        };
+        let pending = known.pending.get_or_insert_default();
+        for name in names {
+            let want = memo.wanted.get(&name).filter(|peer| {
+                peer.labels.get(CLUSTER_LABEL).map(String::as_str) != Some(target.name.as_str())
+            });
+            let held = known.held.get(&name);
+            let keeps = |held: &Held| keeps_written(identity, &target.name, &held.writer);
+            let need = match (want, held) {
+                (Some(want), None) => Some(Pending::Apply(want.clone())),
+                (Some(_), Some(held)) if !keeps(held) => {
+                    Some(Pending::Conflict(held.writer.clone()))
+                }
+                (Some(want), Some(held)) if matches(&held.peer, want) => None,
+                (Some(want), Some(_)) => Some(Pending::Apply(want.clone())),
+                (None, Some(held)) if keeps(held) => {
+                    let source = held.peer.labels.get(CLUSTER_LABEL);
+                    (!kept_source(source.map(String::as_str).unwrap_or_default())).then(|| {
+                        Pending::Delete(PeerDeletion {
+                            name: held.peer.name.clone(),
+                            uid: held.peer.uid.clone(),
+                            resource_version: held.peer.resource_version.clone(),
+                        })
+                    })
+                }
+                (None, _) => None,
             };
-            let keeps = |peer: &Arc<ObservedPeer>| keeps(&target.name, peer);
-            let writer_of = |peer: &Arc<ObservedPeer>| writer_of(&target.name, peer);
-            let matching = memo.matching.entry(target.name.clone()).or_default();
-            let held = &memo.held[&target.name];
-            let (cluster_writes, conflicts) = diff(
-                &target.name,
-                view,
-                &wanted,
-                Known {
-                    held,
-                    matching,
-                    pass,
-                },
-                writer_of,
-                keeps,
-                kept_source,
-            );
-            peer_conflicts.extend(conflicts);
-            if !cluster_writes.is_empty() {
-                writes.insert(target.name.clone(), cluster_writes);
+            match need {
+                Some(need) => pending.insert(name, need),
+                None => pending.remove(&name),
+            };
+        }
+        let mut cluster_writes = ClusterWrites::default();
+        for (name, need) in pending.iter() {
+            match need {
+                Pending::Apply(peer) => cluster_writes.apply.push(peer.clone()),
+                Pending::Delete(deletion) => cluster_writes.delete.push(deletion.clone()),
+                Pending::Conflict(writer) => peer_conflicts.push(PeerConflict {
+                    cluster: target.name.clone(),
+                    peer: name.clone(),
+                    writer: writer.clone(),
+                }),
             }
         }
-        desired.insert(target.name.clone(), wanted);
+        if !cluster_writes.is_empty() {
+            writes.insert(target.name.clone(), cluster_writes);
+        }
     }
     peer_conflicts.sort();
+
+    let mut reports: Vec<ClusterReport> = clusters
+        .iter()
+        .map(|cluster| {
+            let observation = observation(&cluster.name);
+            let known = memo.clusters.get(&cluster.name);
+            ClusterReport {
+                name: cluster.name.clone(),
+                unreachable: unreachable(observation),
+                nodes: observation.view().map_or(0, |view| view.nodes.len()),
+                registered_peers: match registered_kept.get(cluster.name.as_str()) {
+                    Some(kept) => *kept,
+                    None => known.map_or(0, |m| m.members),
+                },
+                skipped: skipped.remove(&cluster.name).unwrap_or_default(),
+                anchor: anchored
+                    .get(cluster.name.as_str())
+                    .and_then(|anchor| Some(anchor.as_ref()?.0.clone())),
+                writer: writer(&cluster.name),
+                peered_back: None,
+            }
+        })
+        .collect();
+    // Whether the clusters that write their own Peers have peered ours.
+    if reports
+        .iter()
+        .any(|r| r.writer != ClusterWriter::ThisOperator)
+    {
+        let local_nodes: BTreeSet<&str> = memo
+            .clusters
+            .get(&identity.hub_cluster)
+            .into_iter()
+            .flat_map(ClusterMemo::peered)
+            .flat_map(|entry| entry.members.iter().map(String::as_str))
+            .collect();
+        for report in &mut reports {
+            let Observation::Observed(view) = observation(&report.name) else {
+                continue;
+            };
+            if report.writer == ClusterWriter::ThisOperator || view.peers_unknown {
+                continue;
+            }
+            let own = Writer::Sibling(report.name.clone());
+            let peered: BTreeSet<&str> = view
+                .peers
+                .iter()
+                .filter(|p| p.labels.get(CLUSTER_LABEL) == Some(&identity.hub_cluster))
+                .filter(|p| writers.of(p) == own)
+                .flat_map(|p| peer_nodes(p))
+                .filter(|node| local_nodes.contains(node))
+                .collect();
+            report.peered_back = Some(PeeredBack {
+                peered: peered.len(),
+                of: local_nodes.len(),
+            });
+        }
+    }
     let recheck_at = settings.liveness.and_then(|liveness| {
+        let from = i128::from(liveness.now) - i128::from(liveness.stale_after_seconds);
+        let from = i64::try_from(from.max(i64::MIN.into())).ok()?;
         clusters
             .iter()
-            .filter_map(|c| observation(&c.name).view())
-            .flat_map(|view| &view.nodes)
-            .filter_map(|node| liveness.expires(node))
+            .filter(|c| observation(&c.name).view().is_some())
+            .filter_map(|c| {
+                memo.clusters
+                    .get(&c.name)?
+                    .check_ins
+                    .range((from, String::new())..)
+                    .next()
+            })
+            .filter_map(|(at, _)| {
+                let node = NodeView {
+                    checked_in: Some(*at),
+                    ..NodeView::default()
+                };
+                liveness.expires(&node)
+            })
             .min()
     });
     Plan {
@@ -693,210 +1222,75 @@ fn plan_with(
     }
 }
 
-/// Peerable nodes whose endpoint's name did not resolve at the latest
-/// lookup (with `--endpoint-dns=resolve`, they keep the last address).
-fn unresolvable(eligible: &claims::Eligible, answers: &DnsAnswers) -> Vec<String> {
-    eligible
+/// The plan of a spec in error: nothing is written, and the report says
+/// why.
+fn spec_error_plan<'a>(
+    spec: &ClusterMeshSpec,
+    identity: &MeshIdentity,
+    spec_errors: Vec<SpecError>,
+    observation: impl Fn(&str) -> &'a Observation,
+) -> Plan {
+    let clusters = spec
+        .clusters
         .iter()
-        .flat_map(|(cluster, nodes)| nodes.values().map(move |node| (cluster, node)))
-        .filter_map(|(cluster, node)| {
-            let name = node.endpoint_name.as_ref()?;
-            let error = answers.get(name)?.error.as_ref()?;
-            Some(format!("{cluster}/{}: {name} ({error})", node.name))
+        .map(|entry| {
+            let obs = observation(&entry.name);
+            ClusterReport {
+                name: entry.name.clone(),
+                unreachable: unreachable(obs),
+                nodes: obs.view().map_or(0, |v| v.nodes.len()),
+                registered_peers: 0,
+                skipped: vec![],
+                anchor: None,
+                writer: match spec.writes_on(entry) {
+                    true => ClusterWriter::ThisOperator,
+                    false => ClusterWriter::OwnOperator,
+                },
+                peered_back: None,
+            }
         })
-        .collect()
-}
-
-/// One source cluster's nodes, checked, and its anchor.
-struct Source {
-    eligible: Arc<BTreeMap<String, Arc<EligibleNode>>>,
-    anchor: Option<String>,
-    /// Service and additional CIDRs the anchor routes (those not in conflict).
-    anchor_ranges: Vec<IpNet>,
-}
-
-/// Brings `checks` up to the cluster's nodes in `view`: which can be
-/// peered, and the others with why. A node whose view was checked before,
-/// or one like it but for its check-in time, is not checked again, and only
-/// the nodes whose state changed are changed in `checks.eligible` and
-/// `checks.skipped`.
-fn eligibility(
-    cluster: &ClusterSpec,
-    view: Option<&ClusterView>,
-    blocked: &BTreeSet<(String, IpNet)>,
-    settings: &Settings,
-    checks: &mut Checks,
-    pass: u64,
-) {
-    let empty = ClusterView::default();
-    let view = view.unwrap_or(&empty);
-    let granularity = Granularity::of(&view.nodes);
-    if checks.granularity != granularity {
-        *checks = Checks {
-            granularity,
-            ..Checks::default()
-        };
+        .collect();
+    Plan {
+        report: Report {
+            local_cluster: identity.hub_cluster.clone(),
+            spec_errors,
+            clusters,
+            ..Report::default()
+        },
+        ..Plan::default()
     }
-    let silent = |node: &NodeView| settings.liveness.and_then(|l| l.judge(node));
-    // The nodes whose state changed, by name, and the views not seen before.
-    let mut changed: Vec<(String, Result<Arc<EligibleNode>, SkipReason>)> = Vec::new();
-    let mut unseen = Vec::new();
-    for node in &view.nodes {
-        let Some(known) = checks.nodes.get_mut(&address(node)) else {
-            unseen.push(node);
+}
+
+/// Peerable nodes whose endpoint's name did not resolve at the latest
+/// lookup (with `--endpoint-dns=resolve`, they keep the last address), by
+/// cluster name, then node name.
+fn unresolvable(
+    clusters: &[ClusterSpec],
+    memos: &HashMap<String, ClusterMemo>,
+    answers: &DnsAnswers,
+) -> Vec<String> {
+    let mut names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    let mut unresolvable = Vec::new();
+    for cluster in names {
+        let Some(known) = memos.get(cluster) else {
             continue;
         };
-        known.pass = pass;
-        let state = silent(node).map_or_else(|| known.outcome.clone(), Err);
-        if !same_state(&state, &known.state) {
-            known.state = state.clone();
-            changed.push((node.name.clone(), state));
-        }
-    }
-    let mut new = Vec::with_capacity(unseen.len());
-    if !unseen.is_empty() {
-        // A node's view before, if it changed only in its check-in time.
-        let gone: HashMap<&str, &Checked> = checks
-            .nodes
-            .values()
-            .filter(|c| c.pass != pass)
-            .map(|c| (c.view.name.as_str(), c))
-            .collect();
-        for node in unseen {
-            let outcome = match gone.get(node.name.as_str()) {
-                Some(known) if known.view.same_but_check_in(node) => known.outcome.clone(),
-                _ => node::check(node, cluster, blocked, granularity, settings).map(Arc::new),
+        for node in known
+            .checks
+            .named
+            .iter()
+            .filter_map(|n| known.checks.eligible.get(n))
+        {
+            let Some(name) = node.endpoint_name.as_ref() else {
+                continue;
             };
-            let state = silent(node).map_or_else(|| outcome.clone(), Err);
-            changed.push((node.name.clone(), state.clone()));
-            let checked = Checked {
-                view: node.clone(),
-                outcome,
-                state,
-                pass,
-            };
-            new.push((address(node), checked));
-        }
-    }
-    let eligible = Arc::make_mut(&mut checks.eligible);
-    if checks.nodes.len() + new.len() > view.nodes.len() {
-        checks.nodes.retain(|_, known| {
-            if known.pass != pass {
-                eligible.remove(&known.view.name);
-                checks.skipped.remove(&known.view.name);
-            }
-            known.pass == pass
-        });
-    }
-    checks.nodes.extend(new);
-    for (name, state) in changed {
-        match state {
-            Ok(node) => {
-                checks.skipped.remove(&name);
-                eligible.insert(name, node);
-            }
-            Err(reason) => {
-                eligible.remove(&name);
-                checks.skipped.insert(name, reason);
+            if let Some(error) = answers.get(name).and_then(|a| a.error.as_ref()) {
+                unresolvable.push(format!("{cluster}/{}: {name} ({error})", node.name));
             }
         }
     }
-}
-
-/// The Peers of one source's eligible nodes, built again only where the
-/// node or its anchor ranges differ from what `built` holds.
-fn build(
-    identity: &MeshIdentity,
-    mesh: &str,
-    cluster: &ClusterSpec,
-    source: &Source,
-    built: &mut FxHashMap<usize, Built>,
-    pass: u64,
-) -> Vec<Arc<DesiredPeer>> {
-    let peers = source
-        .eligible
-        .iter()
-        .map(|(name, node)| {
-            let is_anchor = source.anchor.as_ref() == Some(name);
-            let anchor_ranges = is_anchor.then_some(source.anchor_ranges.as_slice());
-            let entry = built.entry(address(node));
-            let known = match entry {
-                Entry::Occupied(known) if known.get().anchor_ranges.as_deref() == anchor_ranges => {
-                    known.into_mut()
-                }
-                _ => {
-                    let peer = desired_peer(identity, mesh, cluster, node, anchor_ranges);
-                    let fresh = Built {
-                        _node: node.clone(),
-                        anchor_ranges: anchor_ranges.map(<[IpNet]>::to_vec),
-                        peer: Arc::new(peer),
-                        pass,
-                    };
-                    match entry {
-                        Entry::Occupied(mut stale) => {
-                            stale.insert(fresh);
-                            stale.into_mut()
-                        }
-                        Entry::Vacant(vacant) => vacant.insert(fresh),
-                    }
-                }
-            };
-            known.pass = pass;
-            known.peer.clone()
-        })
-        .collect();
-    if built.len() > source.eligible.len() {
-        built.retain(|_, known| known.pass == pass);
-    }
-    peers
-}
-
-/// One cluster as a source of Peers: its eligible nodes (after the
-/// cross-node checks), its anchor, and its part of the report.
-fn source(
-    cluster: &ClusterSpec,
-    observation: &Observation,
-    eligible: Arc<BTreeMap<String, Arc<EligibleNode>>>,
-    skipped: Vec<SkippedNode>,
-    blocked: &BTreeSet<(String, IpNet)>,
-    anchors: Option<&BTreeSet<String>>,
-    writer: ClusterWriter,
-) -> (Source, ClusterReport) {
-    let nodes = observation.view().map_or(0, |view| view.nodes.len());
-    let anchor_ranges: Vec<IpNet> = cluster
-        .service
-        .iter()
-        .chain(&cluster.additional)
-        .filter(|range| !blocked.contains(&(cluster.name.clone(), **range)))
-        .copied()
-        .collect();
-    let anchor = if anchor_ranges.is_empty() {
-        None
-    } else {
-        anchor::choose(&eligible, anchors.unwrap_or(&BTreeSet::new()))
-    };
-    let unreachable = unreachable(observation);
-    // Of a cluster that cannot be read, counted by the caller from the Peers
-    // kept as they were.
-    let registered_peers = eligible.values().map(|entry| entry.members.len()).sum();
-    let report = ClusterReport {
-        name: cluster.name.clone(),
-        unreachable,
-        nodes,
-        registered_peers,
-        skipped,
-        anchor: anchor.clone(),
-        writer,
-        peered_back: None,
-    };
-    (
-        Source {
-            eligible,
-            anchor,
-            anchor_ranges,
-        },
-        report,
-    )
+    unresolvable
 }
 
 /// The nodes a Peer carries: a location's members, else its node.
@@ -958,105 +1352,6 @@ fn desired_peer(
             public_key: node.key.to_string(),
         },
     }
-}
-
-/// What [`diff`] knows of a target from the passes before.
-struct Known<'a> {
-    /// The Peers it holds, by address.
-    held: &'a FxHashMap<usize, Held>,
-    /// The pairs of wanted and held Peer found to match.
-    matching: &'a mut Matching,
-    pass: u64,
-}
-
-/// The writes that turn what `target` holds into `wanted`. The Peers the
-/// mesh `keeps` there are changed in place or deleted, but those of a source
-/// that could not be read (`kept_source`), which are left as they are; any
-/// other Peer in the way is a conflict. A pair of wanted and held Peer that
-/// matched before, both still the same objects, is not compared again.
-fn diff(
-    target: &str,
-    view: &ClusterView,
-    wanted: &[Arc<DesiredPeer>],
-    known: Known,
-    writer_of: impl Fn(&Arc<ObservedPeer>) -> Writer,
-    keeps: impl Fn(&Arc<ObservedPeer>) -> bool,
-    kept_source: impl Fn(&str) -> bool,
-) -> (ClusterWrites, Vec<PeerConflict>) {
-    let Known {
-        held,
-        matching,
-        pass,
-    } = known;
-    // Made on the first wanted Peer that did not match before.
-    let mut by_name: Option<HashMap<&str, &Arc<ObservedPeer>>> = None;
-    let mut writes = ClusterWrites::default();
-    let mut conflicts = Vec::new();
-    let mut matched = 0;
-    for peer in wanted {
-        if let Some(pair) = matching.get_mut(&address(peer))
-            && held.contains_key(&address(&pair.held))
-        {
-            pair.pass = pass;
-            matched += 1;
-            continue;
-        }
-        let by_name = by_name
-            .get_or_insert_with(|| view.peers.iter().map(|p| (p.name.as_str(), p)).collect());
-        match by_name.get(peer.name.as_str()) {
-            None => writes.apply.push(peer.clone()),
-            Some(existing) if !keeps(existing) => conflicts.push(PeerConflict {
-                cluster: target.to_owned(),
-                peer: peer.name.clone(),
-                writer: writer_of(existing),
-            }),
-            Some(existing) if matches(existing, peer) => {
-                let pair = Matched {
-                    _desired: peer.clone(),
-                    held: Arc::clone(existing),
-                    pass,
-                };
-                matching.insert(address(peer), pair);
-                matched += 1;
-            }
-            Some(_) => writes.apply.push(peer.clone()),
-        }
-    }
-    if matching.len() > matched {
-        matching.retain(|_, pair| pair.pass == pass);
-    }
-    writes.apply.sort_by(|a, b| a.name.cmp(&b.name));
-    // Held Peers no wanted Peer matched: the mesh's own are deleted unless
-    // wanted (then they are being changed).
-    if matched < view.peers.len() {
-        let matched: FxHashSet<usize> = matching.values().map(|pair| address(&pair.held)).collect();
-        let mut wanted_names: Option<HashSet<&str>> = None;
-        for peer in view
-            .peers
-            .iter()
-            .filter(|p| !matched.contains(&address(p)) && keeps(p))
-        {
-            let wanted_names = wanted_names
-                .get_or_insert_with(|| wanted.iter().map(|p| p.name.as_str()).collect());
-            if wanted_names.contains(peer.name.as_str()) {
-                continue;
-            }
-            let source = peer
-                .labels
-                .get(CLUSTER_LABEL)
-                .map(String::as_str)
-                .unwrap_or_default();
-            if !kept_source(source) {
-                writes.delete.push(PeerDeletion {
-                    name: peer.name.clone(),
-                    uid: peer.uid.clone(),
-                    resource_version: peer.resource_version.clone(),
-                });
-            }
-        }
-    }
-    writes.delete.sort_by(|a, b| a.name.cmp(&b.name));
-    (writes, conflicts)
 }
 
 /// True when `observed` already is `wanted`: same spec, and every label and
