@@ -5,7 +5,10 @@
 //! declared ranges, and the plan must pass `kcm_fuzz::invariants`.
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use api::{ClusterMeshSpec, is_dns1123_label};
 use ipnet::IpNet;
@@ -56,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
         .enumerate()
         .map(|(k, entry)| {
             let view = ClusterView {
-                nodes: (0..2).map(|i| node(entry, k, i)).collect(),
+                nodes: (0..2).map(|i| Arc::new(node(entry, k, i))).collect(),
                 peers: vec![],
                 uid: Some(format!("uid-{}", entry.name)),
                 peers_unknown: false,

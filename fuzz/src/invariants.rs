@@ -109,15 +109,11 @@ fn converges(
 }
 
 /// The Peers one cluster must hold.
-fn desired_peers_are_sound(
-    spec: &ClusterMeshSpec,
-    cluster: &str,
-    peers: &BTreeMap<String, std::sync::Arc<mesh::DesiredPeer>>,
-) {
+fn desired_peers_are_sound(spec: &ClusterMeshSpec, cluster: &str, peers: &mesh::DesiredPeers) {
     let mut keys = BTreeSet::new();
     let mut routes: Vec<(IpNet, &str)> = Vec::new();
-    for (name, peer) in peers {
-        assert_eq!(name, &peer.name);
+    for peer in peers {
+        let name = &peer.name;
         assert_eq!(
             peer.spec.validate(),
             Ok(()),

@@ -25,7 +25,10 @@
 //! A node's check-in is read from its `kilo.squat.ai/last-seen` annotation
 //! by the operator's own function, as the controller does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use api::{PeerSpec, fixtures::wireguard_key};
 use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::apis::meta::v1::ObjectMeta};
@@ -69,7 +72,7 @@ pub fn parse(text: &str) -> Scenario {
     for line in text.split('\n') {
         let Some(directive) = line.strip_prefix('@') else {
             if let (Some((key, value)), Some((c, i))) = (line.split_once('='), current) {
-                let node = &mut views.get_mut(c).expect("a known cluster").nodes[i];
+                let node = Arc::make_mut(&mut views.get_mut(c).expect("a known cluster").nodes[i]);
                 node.annotations.insert(key.to_owned(), value.to_owned());
             }
             continue;
@@ -114,7 +117,7 @@ pub fn parse(text: &str) -> Scenario {
                 // A cluster holds one object of each name.
                 let peers = &mut views.get_mut(on).expect("a known cluster").peers;
                 if peers.iter().all(|p| p.name != name) {
-                    peers.push(observed_peer(name, owner, words.next()));
+                    peers.push(Arc::new(observed_peer(name, owner, words.next())));
                 }
             }
             "node" => {
@@ -127,10 +130,10 @@ pub fn parse(text: &str) -> Scenario {
                         .iter()
                         .position(|n| n.name == name)
                         .unwrap_or_else(|| {
-                            nodes.push(NodeView {
+                            nodes.push(Arc::new(NodeView {
                                 name: name.to_owned(),
                                 ..NodeView::default()
-                            });
+                            }));
                             nodes.len() - 1
                         });
                     (c, i)
@@ -138,7 +141,7 @@ pub fn parse(text: &str) -> Scenario {
             }
             "ready" | "created" | "region" | "pod" => {
                 let Some((c, i)) = current else { continue };
-                let node = &mut views.get_mut(c).expect("a known cluster").nodes[i];
+                let node = Arc::make_mut(&mut views.get_mut(c).expect("a known cluster").nodes[i]);
                 match word {
                     "ready" => node.ready = true,
                     "created" => node.created = rest.trim().parse().unwrap_or(0),
@@ -156,7 +159,7 @@ pub fn parse(text: &str) -> Scenario {
     let observations = views
         .into_iter()
         .map(|(name, mut view)| {
-            for node in &mut view.nodes {
+            for node in view.nodes.iter_mut().map(Arc::make_mut) {
                 node.checked_in = last_seen(node).map(|seen| seen.max(seeing_since));
             }
             let observation = if unreachable.contains(name) {
