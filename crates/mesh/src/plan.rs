@@ -770,19 +770,13 @@ fn plan_with(
     let writers = Writers::new(identity, clusters.iter().map(|c| c.name.as_str()));
     let empty = ClusterView::default();
     let view_of = |name: &str| observation(name).view().unwrap_or(&empty);
-    for cluster in &clusters {
-        memo.clusters.entry(cluster.name.clone()).or_default();
-    }
-
     // The Peers each cluster holds, and who wrote them.
     let mut held_changes: HashMap<&str, Vec<String>> = HashMap::new();
     for cluster in &clusters {
-        let known = memo.clusters.get_mut(&cluster.name);
-        if let Some(known) = known {
-            let view = view_of(&cluster.name);
-            let changed = known.hold(&view.peers, &writers, identity, &cluster.name);
-            held_changes.insert(cluster.name.as_str(), changed);
-        }
+        let known = memo.clusters.entry(cluster.name.clone()).or_default();
+        let view = view_of(&cluster.name);
+        let changed = known.hold(&view.peers, &writers, identity, &cluster.name);
+        held_changes.insert(cluster.name.as_str(), changed);
     }
     // A cluster whose own operator of this mesh writes its Peers is left to
     // it: always with `LocalCluster` placement; from a hub once that
