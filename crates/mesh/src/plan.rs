@@ -573,31 +573,25 @@ impl ClusterMemo {
             silent(node).map_or_else(|| outcome.clone(), Err)
         };
         let mut changed = Vec::new();
-        if self.checks.granularity != granularity {
+        // At another granularity, every node is checked again.
+        let regranulated = self.checks.granularity != granularity;
+        if regranulated {
             self.checks = Checks {
                 granularity,
                 ..Checks::default()
             };
-            for node in nodes {
-                let outcome = node::check(node, cluster, blocked, granularity, settings);
-                let outcome = outcome.map(Arc::new);
-                self.checks
-                    .set(&node.name, Some(state(node, &outcome)), &mut changed);
-                let checked = Checked {
-                    view: node.clone(),
-                    outcome,
-                };
-                self.checks.nodes.insert(node.name.clone(), checked);
-            }
-            return None;
         }
+        let came = match regranulated {
+            true => nodes,
+            false => changes.came.as_slice(),
+        };
         // A node's check before, kept if it changed only in its check-in time.
         let mut before: HashMap<String, Checked> = changes
             .left
             .iter()
             .filter_map(|node| Some((node.name.clone(), self.checks.nodes.remove(&node.name)?)))
             .collect();
-        for node in &changes.came {
+        for node in came {
             let outcome = match before.remove(&node.name) {
                 Some(known) if known.view.same_but_check_in(node) => known.outcome,
                 _ => node::check(node, cluster, blocked, granularity, settings).map(Arc::new),
@@ -609,6 +603,9 @@ impl ClusterMemo {
                 outcome,
             };
             self.checks.nodes.insert(node.name.clone(), checked);
+        }
+        if regranulated {
+            return None;
         }
         for name in before.into_keys() {
             self.checks.set(&name, None, &mut changed);
