@@ -30,7 +30,7 @@ fn node(endpoint: &str) -> NodeView {
 /// The endpoint of node-1's Peer on cluster a, if it is peered with one.
 fn peered(endpoint: &str) -> Option<PeerEndpoint> {
     let view = ClusterView {
-        nodes: vec![node(endpoint).into()],
+        nodes: vec![node(endpoint).into()].into(),
         ..ClusterView::default()
     };
     let observations = BTreeMap::from([

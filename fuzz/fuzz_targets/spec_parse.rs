@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
         .map(|(k, entry)| {
             let view = ClusterView {
                 nodes: (0..2).map(|i| Arc::new(node(entry, k, i))).collect(),
-                peers: vec![],
+                peers: vec![].into(),
                 uid: Some(format!("uid-{}", entry.name)),
                 peers_unknown: false,
             };

@@ -72,7 +72,9 @@ pub fn parse(text: &str) -> Scenario {
     for line in text.split('\n') {
         let Some(directive) = line.strip_prefix('@') else {
             if let (Some((key, value)), Some((c, i))) = (line.split_once('='), current) {
-                let node = Arc::make_mut(&mut views.get_mut(c).expect("a known cluster").nodes[i]);
+                let node = Arc::make_mut(
+                    &mut views.get_mut(c).expect("a known cluster").nodes.make_mut()[i],
+                );
                 node.annotations.insert(key.to_owned(), value.to_owned());
             }
             continue;
@@ -115,7 +117,7 @@ pub fn parse(text: &str) -> Scenario {
                     continue;
                 };
                 // A cluster holds one object of each name.
-                let peers = &mut views.get_mut(on).expect("a known cluster").peers;
+                let peers = views.get_mut(on).expect("a known cluster").peers.make_mut();
                 if peers.iter().all(|p| p.name != name) {
                     peers.push(Arc::new(observed_peer(name, owner, words.next())));
                 }
@@ -125,7 +127,7 @@ pub fn parse(text: &str) -> Scenario {
                 // A cluster holds one Node of each name: a repeated name
                 // describes the same node.
                 current = cluster(c).map(|c| {
-                    let nodes = &mut views.get_mut(c).expect("a known cluster").nodes;
+                    let nodes = views.get_mut(c).expect("a known cluster").nodes.make_mut();
                     let i = nodes
                         .iter()
                         .position(|n| n.name == name)
@@ -141,7 +143,9 @@ pub fn parse(text: &str) -> Scenario {
             }
             "ready" | "created" | "region" | "pod" => {
                 let Some((c, i)) = current else { continue };
-                let node = Arc::make_mut(&mut views.get_mut(c).expect("a known cluster").nodes[i]);
+                let node = Arc::make_mut(
+                    &mut views.get_mut(c).expect("a known cluster").nodes.make_mut()[i],
+                );
                 match word {
                     "ready" => node.ready = true,
                     "created" => node.created = rest.trim().parse().unwrap_or(0),
@@ -159,7 +163,7 @@ pub fn parse(text: &str) -> Scenario {
     let observations = views
         .into_iter()
         .map(|(name, mut view)| {
-            for node in view.nodes.iter_mut().map(Arc::make_mut) {
+            for node in view.nodes.make_mut().iter_mut().map(Arc::make_mut) {
                 node.checked_in = last_seen(node).map(|seen| seen.max(seeing_since));
             }
             let observation = if unreachable.contains(name) {

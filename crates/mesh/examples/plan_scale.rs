@@ -113,7 +113,7 @@ fn main() {
     let mut took = Vec::new();
     for i in 0..20 {
         if let Some(Observation::Observed(view)) = observations.get_mut("c1") {
-            view.nodes.push(Arc::new(node(1, n + i)));
+            view.nodes.make_mut().push(Arc::new(node(1, n + i)));
         }
         let started = Instant::now();
         let plan = planner.plan(&spec, &identity, &settings, &observations);

@@ -46,7 +46,7 @@ pub use naming::peer_name;
 pub use node::{
     KILO_READY_WITHIN_SECONDS, Liveness, REGION_LABEL, SkipReason, annotation, endpoint_name,
 };
-pub use observe::{ClusterView, NodeView, Observation, ObservedPeer, Unreachable};
+pub use observe::{ClusterView, NodeView, Observation, ObservedPeer, Shared, Unreachable};
 pub use plan::{
     ClusterReport, ClusterWriter, ClusterWrites, DesiredPeer, DesiredPeers, PeerConflict,
     PeerDeletion, PeeredBack, Plan, Planner, Report, Settings, SkippedNode, applied, plan,

@@ -1,7 +1,7 @@
 //! What the plan is fed: each cluster's nodes and Peers, stripped to plain
 //! data by the controller.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, ops::Deref, sync::Arc};
 
 use api::PeerSpec;
 
@@ -65,13 +65,75 @@ pub struct ObservedPeer {
     pub resource_version: Option<String>,
 }
 
+/// A list of shared objects, itself shared: the operator's caches hand
+/// every pass the same list until one of its objects changes, so a pass
+/// copies no list, and one that finds the list it saw before knows nothing
+/// in it changed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Shared<T>(Arc<Vec<Arc<T>>>);
+
+impl<T> Shared<T> {
+    /// The list, to change (copied first if it is shared).
+    pub fn make_mut(&mut self) -> &mut Vec<Arc<T>> {
+        Arc::make_mut(&mut self.0)
+    }
+
+    /// Whether `other` is this very list.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Default for Shared<T> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<T> Deref for Shared<T> {
+    type Target = [Arc<T>];
+
+    fn deref(&self) -> &[Arc<T>] {
+        &self.0
+    }
+}
+
+impl<T> From<Vec<Arc<T>>> for Shared<T> {
+    fn from(list: Vec<Arc<T>>) -> Self {
+        Self(Arc::new(list))
+    }
+}
+
+impl<T> FromIterator<Arc<T>> for Shared<T> {
+    fn from_iter<I: IntoIterator<Item = Arc<T>>>(iter: I) -> Self {
+        Self(Arc::new(iter.into_iter().collect()))
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Shared<T> {
+    type Item = &'a Arc<T>;
+    type IntoIter = std::slice::Iter<'a, Arc<T>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// What was read of one cluster. Nodes and Peers are shared with the
 /// caches they come from (and between passes), never copied: a pass that
 /// finds the same `Arc` as the last one knows the object did not change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterView {
-    pub nodes: Vec<Arc<NodeView>>,
-    pub peers: Vec<Arc<ObservedPeer>>,
+    /// By name.
+    pub nodes: Shared<NodeView>,
+    /// By name.
+    pub peers: Shared<ObservedPeer>,
     /// What identifies the cluster (the uid of its `kube-system`
     /// namespace), when it could be read: two entries with the same one
     /// reach the same cluster.

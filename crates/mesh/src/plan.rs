@@ -22,7 +22,7 @@ use crate::{
     },
     naming::peer_name,
     node::{self, EligibleNode, Granularity, Liveness, SkipReason},
-    observe::{ClusterView, NodeView, Observation, ObservedPeer, Unreachable},
+    observe::{ClusterView, NodeView, Observation, ObservedPeer, Shared, Unreachable},
     segment,
     spec::{self, ClusterSpec, SpecError},
     writers::{Writer, Writers},
@@ -485,7 +485,7 @@ impl ClusterMemo {
     /// names that changed.
     fn hold(
         &mut self,
-        peers: &[Arc<ObservedPeer>],
+        peers: &Shared<ObservedPeer>,
         writers: &Writers,
         identity: &MeshIdentity,
         target: &str,
@@ -542,7 +542,7 @@ impl ClusterMemo {
     fn check_nodes(
         &mut self,
         cluster: &ClusterSpec,
-        nodes: &[Arc<NodeView>],
+        nodes: &Shared<NodeView>,
         blocked: &BTreeSet<(String, IpNet)>,
         settings: &Settings,
         since: Option<i64>,
@@ -1361,7 +1361,7 @@ fn matches(observed: &ObservedPeer, wanted: &DesiredPeer) -> bool {
 
 /// The Peers a cluster holds once `writes` are applied: what tests and
 /// properties feed back into [`plan`].
-pub fn applied(view: &ClusterView, writes: &ClusterWrites) -> Vec<Arc<ObservedPeer>> {
+pub fn applied(view: &ClusterView, writes: &ClusterWrites) -> Shared<ObservedPeer> {
     let mut peers: BTreeMap<String, Arc<ObservedPeer>> = view
         .peers
         .iter()

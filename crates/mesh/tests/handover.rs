@@ -21,12 +21,10 @@ fn specs(observations: &BTreeMap<String, Observation>) -> BTreeMap<(String, Stri
     observations
         .iter()
         .flat_map(|(cluster, observation)| {
-            let peers = observation
-                .view()
-                .map(|v| v.peers.clone())
-                .unwrap_or_default();
+            let peers = observation.view().map(|v| v.peers.iter());
             peers
                 .into_iter()
+                .flatten()
                 .map(move |p| ((cluster.clone(), p.name.clone()), format!("{:?}", p.spec)))
         })
         .collect()
@@ -123,6 +121,7 @@ fn a_clusters_own_operator_takes_the_hubs_peers_over_in_place_and_the_hub_steps_
     // A node added to a reaches b through b's operator only.
     view_mut(&mut observations, "a")
         .nodes
+        .make_mut()
         .push(Arc::new(node(1, 2)));
     let plan_a = plan_as("a", AllClusters, &observations);
     assert!(!plan_a.writes.contains_key("b"));
@@ -147,7 +146,7 @@ fn a_hub_takes_over_in_place_what_a_clusters_operator_released() {
 
     // a becomes the hub while b's operator still runs: b is left alone.
     // c's operator was deleted with peers-on-delete: release.
-    for peer in &mut view_mut(&mut observations, "c").peers {
+    for peer in view_mut(&mut observations, "c").peers.make_mut() {
         Arc::make_mut(peer)
             .labels
             .insert(MESH_LABEL.into(), RELEASED.into());
@@ -165,7 +164,7 @@ fn a_hub_takes_over_in_place_what_a_clusters_operator_released() {
     );
 
     // b's operator releases too: the hub takes b over as well.
-    for peer in &mut view_mut(&mut observations, "b").peers {
+    for peer in view_mut(&mut observations, "b").peers.make_mut() {
         Arc::make_mut(peer)
             .labels
             .insert(MESH_LABEL.into(), RELEASED.into());
@@ -221,8 +220,13 @@ fn a_peer_of_another_mesh_names_that_mesh_and_the_cluster_it_is_written_from() {
         name: "mesh".into(),
     };
     let c = view_mut(&mut observations, "c");
-    let theirs: &mut ObservedPeer =
-        Arc::make_mut(c.peers.iter_mut().find(|p| p.name == "a.node-0").unwrap());
+    let theirs: &mut ObservedPeer = Arc::make_mut(
+        c.peers
+            .make_mut()
+            .iter_mut()
+            .find(|p| p.name == "a.node-0")
+            .unwrap(),
+    );
     theirs.labels.insert(MESH_LABEL.into(), other.label_value());
     theirs
         .annotations
@@ -245,7 +249,13 @@ fn a_peer_of_another_mesh_names_that_mesh_and_the_cluster_it_is_written_from() {
     );
     // A released Peer of another mesh is not this mesh's to take.
     let c = view_mut(&mut observations, "c");
-    let theirs = Arc::make_mut(c.peers.iter_mut().find(|p| p.name == "a.node-0").unwrap());
+    let theirs = Arc::make_mut(
+        c.peers
+            .make_mut()
+            .iter_mut()
+            .find(|p| p.name == "a.node-0")
+            .unwrap(),
+    );
     theirs.labels.insert(MESH_LABEL.into(), RELEASED.into());
     let plan = converge(&spec(), &mut observations);
     assert_eq!(plan.report.peer_conflicts.len(), 1);
@@ -282,11 +292,12 @@ fn a_clusters_own_operator_peering_us_back_is_counted_where_its_peers_are_known(
     // b's operator has not peered a's node-1 (yet): told.
     view_mut(&mut observations, "b")
         .peers
+        .make_mut()
         .retain(|p| p.name != "a.node-1");
     assert_eq!(back(&observations, "b"), Some((1, 2)));
     // Peers a may not read tell nothing.
     let c = view_mut(&mut observations, "c");
-    c.peers.clear();
+    c.peers.make_mut().clear();
     c.peers_unknown = true;
     assert_eq!(back(&observations, "c"), None);
     assert_eq!(back(&observations, "a"), None, "a writes its own");
@@ -304,6 +315,7 @@ fn a_released_peer_of_a_same_named_mesh_for_a_cluster_not_in_this_one_is_left_al
     theirs.labels.insert(mesh::CLUSTER_LABEL.into(), "z".into());
     view_mut(&mut observations, "c")
         .peers
+        .make_mut()
         .push(Arc::new(theirs));
     let plan = converge(&spec(), &mut observations);
     assert!(plan.writes.is_empty());

@@ -94,6 +94,7 @@ fn a_removed_anchor_hands_over_in_one_pass() {
     converge(&spec(), &mut observations);
     view_mut(&mut observations, "b")
         .nodes
+        .make_mut()
         .retain(|n| n.name != "node-0");
     let next = plan(&spec(), &identity(), &settings(), &observations);
     let on_a = &next.writes["a"];
@@ -152,7 +153,7 @@ fn a_source_listing_zero_eligible_nodes_while_unreachable_wipes_nothing() {
     let mut observations = fresh(2);
     converge(&spec(), &mut observations);
     let last_known = observations["c"].view().cloned().map(|mut v| {
-        v.nodes.clear();
+        v.nodes.make_mut().clear();
         v
     });
     observations.insert(
@@ -176,6 +177,7 @@ fn a_node_removed_from_a_readable_cluster_loses_its_peers_everywhere() {
     converge(&spec(), &mut observations);
     view_mut(&mut observations, "c")
         .nodes
+        .make_mut()
         .retain(|n| n.name != "node-1");
     let plan = plan(&spec(), &identity(), &settings(), &observations);
     assert_eq!(deleted(&plan.writes["a"]), ["c.node-1"]);
@@ -188,6 +190,7 @@ fn a_foreign_peer_with_our_name_is_left_alone_and_reported() {
     let mut observations = fresh(1);
     view_mut(&mut observations, "a")
         .peers
+        .make_mut()
         .push(Arc::new(mesh::ObservedPeer {
             name: "b.node-0".into(),
             labels: Default::default(),
@@ -227,6 +230,7 @@ fn another_meshs_peers_are_never_touched() {
         .insert(MESH_LABEL.into(), "m-someone-else".into());
     view_mut(&mut observations, "a")
         .peers
+        .make_mut()
         .push(Arc::new(theirs));
     let plan = plan(&spec(), &identity(), &settings(), &observations);
     assert!(plan.writes.is_empty(), "{:?}", plan.writes);
@@ -238,7 +242,7 @@ fn a_spec_error_plans_no_write_at_all() {
     converge(&spec(), &mut observations);
     let mut bad = spec();
     bad.clusters[1].pod_cidrs = vec!["10.2.0.1/16".into()];
-    view_mut(&mut observations, "b").nodes.clear();
+    view_mut(&mut observations, "b").nodes.make_mut().clear();
     let plan = plan(&bad, &identity(), &settings(), &observations);
     assert!(plan.writes.is_empty());
     let invalid = conditions(&plan.report, &no_failures())

@@ -138,7 +138,7 @@ fn build(world: &World) -> (api::ClusterMeshSpec, BTreeMap<String, Observation>)
             name.to_string(),
             Observation::Observed(mesh::ClusterView {
                 nodes,
-                peers: vec![],
+                peers: vec![].into(),
                 uid: Some(format!("uid-{name}")),
                 peers_unknown: false,
             }),
@@ -287,11 +287,11 @@ proptest! {
         if world.location[1] {
             in_location(&mut joining, 2, added);
         }
-        view.nodes.push(Arc::new(joining));
+        view.nodes.make_mut().push(Arc::new(joining));
         // The anchor's node, or its location's nodes, stay.
         let location = format!("location-rack-{}", removed % 2);
         let keep = b_anchor.as_ref().is_some_and(|a| *a == format!("node-{removed}") || *a == location);
-        view.nodes.retain(|n| n.name != format!("node-{removed}") || keep);
+        view.nodes.make_mut().retain(|n| n.name != format!("node-{removed}") || keep);
         converge(&spec, &mut observations);
         let after = anchors(&observations);
         if let Some(anchor) = before.get("b") {
@@ -337,13 +337,13 @@ proptest! {
             if step.heartbeat {
                 let now = settings.liveness.map(|l| l.now);
                 for view in observations.values_mut().filter_map(view_of) {
-                    for node in view.nodes.iter_mut().filter(|n| n.checked_in != Some(0)) {
+                    for node in view.nodes.make_mut().iter_mut().filter(|n| n.checked_in != Some(0)) {
                         Arc::make_mut(node).checked_in = now;
                     }
                 }
             }
             if step.edit
-                && let Some(peer) = observations.values_mut().filter_map(view_of).flat_map(|v| v.peers.iter_mut()).next()
+                && let Some(peer) = observations.values_mut().filter_map(view_of).flat_map(|v| v.peers.make_mut().iter_mut()).next()
             {
                 Arc::make_mut(peer).spec.allowed_ips.push("10.9.9.0/24".into());
             }
@@ -418,7 +418,7 @@ fn carry_over(before: &BTreeMap<String, Observation>, after: &mut BTreeMap<Strin
             continue;
         };
         new.peers = old.peers.clone();
-        for node in &mut new.nodes {
+        for node in new.nodes.make_mut() {
             if let Some(same) = old.nodes.iter().find(|n| **n == *node) {
                 *node = same.clone();
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use api::{ClusterMesh, Peer};
 use k8s_openapi::{api::core::v1::Node, apimachinery::pkg::apis::meta::v1::Time};
 use kube::ResourceExt;
-use mesh::{ClusterView, MeshIdentity, NodeView, Observation, ObservedPeer, Unreachable};
+use mesh::{ClusterView, MeshIdentity, NodeView, Observation, ObservedPeer, Shared, Unreachable};
 
 use crate::{
     clusters::{Reads, WatchedCluster},
@@ -55,7 +55,7 @@ pub fn observation(resolved: &Resolved) -> Observation {
             Reads::NodesAndPeers => (cluster.views.peers(), false),
             Reads::Nodes => match cluster.census() {
                 Census::Read(peers) => (peers, false),
-                Census::NotYet | Census::Forbidden => (Vec::new(), true),
+                Census::NotYet | Census::Forbidden => (Shared::default(), true),
             },
         };
         ClusterView {

@@ -125,7 +125,7 @@ pub enum Census {
     /// The Peers as the plan reads them, with their names, labels and
     /// annotations only (no spec); shared by every pass until the next
     /// census.
-    Read(Vec<Arc<ObservedPeer>>),
+    Read(mesh::Shared<ObservedPeer>),
 }
 
 /// Lists the metadata of the Peers a kilo-clustermesh-operator wrote on the
@@ -146,7 +146,7 @@ pub async fn census(client: &Client) -> Option<Census> {
                 .map(|peer| Arc::new(census_peer(peer.metadata)))
                 .collect();
             peers.sort_by(|a, b| a.name.cmp(&b.name));
-            Some(Census::Read(peers))
+            Some(Census::Read(peers.into()))
         }
         Err(kube::Error::Api(status)) if status.code == 403 => Some(Census::Forbidden),
         Err(_) => None,

@@ -12,7 +12,7 @@ use std::{
 use api::Peer;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
-use mesh::{NodeView, ObservedPeer};
+use mesh::{NodeView, ObservedPeer, Shared};
 
 use crate::{lock, observe};
 
@@ -30,7 +30,7 @@ pub enum Update<K> {
 #[derive(Default)]
 pub struct Views {
     nodes: Mutex<NodeViews>,
-    peers: Mutex<BTreeMap<String, Arc<ObservedPeer>>>,
+    peers: Mutex<PeerViews>,
 }
 
 #[derive(Default)]
@@ -42,6 +42,8 @@ struct NodeViews {
     endpoint_names: BTreeMap<String, String>,
     /// See [`crate::clusters::Health::seeing_since`].
     seeing_since: i64,
+    /// The list handed to the passes, until a node changes.
+    listed: Option<Shared<NodeView>>,
 }
 
 impl NodeViews {
@@ -54,29 +56,46 @@ impl NodeViews {
         };
         self.nodes
             .insert(view.name.clone(), (last_seen, Arc::new(view)));
+        self.listed = None;
     }
 
     fn remove(&mut self, name: &str) {
         self.nodes.remove(name);
         self.endpoint_names.remove(name);
+        self.listed = None;
     }
+}
+
+#[derive(Default)]
+struct PeerViews {
+    peers: BTreeMap<String, Arc<ObservedPeer>>,
+    /// The list handed to the passes, until a Peer changes.
+    listed: Option<Shared<ObservedPeer>>,
 }
 
 impl Views {
     /// The cluster's nodes, by name; none checked in before `seeing_since`
-    /// (the views that said so are replaced when it moves, once).
-    pub fn nodes(&self, seeing_since: i64) -> Vec<Arc<NodeView>> {
+    /// (the views that said so are replaced when it moves, once). The same
+    /// list as the last call's while no node changed.
+    pub fn nodes(&self, seeing_since: i64) -> Shared<NodeView> {
         let mut nodes = lock(&self.nodes);
         if nodes.seeing_since != seeing_since {
             nodes.seeing_since = seeing_since;
+            let mut moved = false;
             for (last_seen, view) in nodes.nodes.values_mut() {
                 let checked_in = last_seen.map(|seen| seen.max(seeing_since));
                 if view.checked_in != checked_in {
                     Arc::make_mut(view).checked_in = checked_in;
+                    moved = true;
                 }
             }
+            if moved {
+                nodes.listed = None;
+            }
         }
-        nodes.nodes.values().map(|(_, view)| view.clone()).collect()
+        let nodes = &mut *nodes;
+        let list = nodes.nodes.values().map(|(_, view)| view.clone());
+        nodes.listed.get_or_insert_with(|| list.collect()).clone()
     }
 
     /// The DNS names the cluster's nodes give as their endpoints.
@@ -84,9 +103,13 @@ impl Views {
         lock(&self.nodes).endpoint_names.values().cloned().collect()
     }
 
-    /// The cluster's Peers, by name.
-    pub fn peers(&self) -> Vec<Arc<ObservedPeer>> {
-        lock(&self.peers).values().cloned().collect()
+    /// The cluster's Peers, by name; the same list as the last call's while
+    /// no Peer changed.
+    pub fn peers(&self) -> Shared<ObservedPeer> {
+        let mut peers = lock(&self.peers);
+        let peers = &mut *peers;
+        let list = peers.peers.values().cloned();
+        peers.listed.get_or_insert_with(|| list.collect()).clone()
     }
 
     pub fn update_nodes(&self, update: Update<Node>) {
@@ -97,6 +120,7 @@ impl Views {
             Update::Relisted(listed) => {
                 nodes.nodes.clear();
                 nodes.endpoint_names.clear();
+                nodes.listed = None;
                 listed.iter().for_each(|node| nodes.insert(node));
             }
         }
@@ -108,11 +132,12 @@ impl Views {
         match update {
             Update::Apply(peer) => {
                 let (name, view) = view(&peer);
-                peers.insert(name, view);
+                peers.peers.insert(name, view);
             }
-            Update::Delete(name) => drop(peers.remove(&name)),
-            Update::Relisted(listed) => *peers = listed.iter().map(view).collect(),
+            Update::Delete(name) => drop(peers.peers.remove(&name)),
+            Update::Relisted(listed) => peers.peers = listed.iter().map(view).collect(),
         }
+        peers.listed = None;
     }
 }
 
@@ -134,7 +159,12 @@ mod tests {
         views.update_nodes(Update::Relisted(vec![node("n1", 100), node("n2", 100)]));
         let first = views.nodes(0);
         let again = views.nodes(0);
-        assert!(first.iter().zip(&again).all(|(a, b)| Arc::ptr_eq(a, b)));
+        assert!(first.same(&again), "nothing changed: the same list");
+        views.update_peers(Update::Relisted(vec![]));
+        assert!(
+            views.nodes(0).same(&again),
+            "a Peer's change keeps the nodes' list"
+        );
         views.update_nodes(Update::Apply(node("n2", 130)));
         let after = views.nodes(0);
         assert!(Arc::ptr_eq(&first[0], &after[0]), "n1 did not change");

@@ -80,7 +80,7 @@ pub fn fresh(n: u8) -> BTreeMap<String, Observation> {
         .map(|(name, k)| {
             let view = ClusterView {
                 nodes: (0..n).map(|i| Arc::new(node(k, i))).collect(),
-                peers: vec![],
+                peers: vec![].into(),
                 uid: Some(format!("uid-{name}")),
                 peers_unknown: false,
             };
@@ -146,7 +146,7 @@ pub fn node_mut<'a>(
     cluster: &str,
     i: usize,
 ) -> &'a mut NodeView {
-    Arc::make_mut(&mut view_mut(observations, cluster).nodes[i])
+    Arc::make_mut(&mut view_mut(observations, cluster).nodes.make_mut()[i])
 }
 
 /// Every node of `cluster`'s view, to change.
@@ -156,6 +156,7 @@ pub fn nodes_mut<'a>(
 ) -> impl Iterator<Item = &'a mut NodeView> {
     view_mut(observations, cluster)
         .nodes
+        .make_mut()
         .iter_mut()
         .map(Arc::make_mut)
 }
