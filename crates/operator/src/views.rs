@@ -1,8 +1,9 @@
 //! What the plan reads of a cluster, kept up to date from its watches: each
 //! Node and Peer is turned into the plan's view of it once, when its watch
-//! reports it, and that view is shared with every pass that reads it. A
-//! pass therefore copies no object, and the planner knows an unchanged
-//! object by its address.
+//! reports it, and that view is shared with every pass that reads it; so
+//! is the list of a cluster's views, until one of them changes. A pass
+//! therefore copies neither objects nor lists, and the planner knows an
+//! unchanged list, or object, by its address.
 
 use std::{
     collections::BTreeMap,
