@@ -227,10 +227,11 @@ impl<'a> IntoIterator for &'a DesiredPeers {
 
 /// Plans pass after pass for one mesh, doing again only what the changes
 /// since the pass before call for, so that a pass costs what changed, not
-/// what the mesh holds. The operator shares nodes and Peers between passes
-/// and hands them in the same order, so the planner finds what changed on
-/// each cluster by walking its last lists beside the new ones
-/// ([`Tracked`]). Then only the nodes that changed are checked again (a
+/// what the mesh holds. The operator shares nodes and Peers, and their
+/// lists, between passes and hands them in the same order, so the planner
+/// finds what changed on each cluster by skipping a list it saw before and
+/// walking any other beside the last one (`changes.rs`). Then only the
+/// nodes that changed are checked again (a
 /// node changed in its check-in time only keeps its check), plus those whose
 /// check-in went stale since; contested keys and ranges are settled by the
 /// nodes that came and went ([`claims::Settled`]); only those nodes' Peers
