@@ -119,6 +119,9 @@ struct World {
     partitioned: BTreeMap<&'static str, BTreeMap<usize, BTreeSet<String>>>,
     /// Remotes whose Secret is deleted until the round heals.
     secret_deleted: BTreeSet<&'static str>,
+    /// Peers deleted by hand since the round began, (cluster, name): not
+    /// removed by the operator, whatever was partitioned meanwhile.
+    deleted_by_hand: BTreeSet<(usize, String)>,
     c_in_spec: bool,
     /// Whether c was out of the spec at some time since the round began:
     /// the mesh's Peers on c, and c's elsewhere, were then removed on purpose.
@@ -213,6 +216,7 @@ impl World {
             foreign: BTreeMap::new(),
             partitioned: BTreeMap::new(),
             secret_deleted: BTreeSet::new(),
+            deleted_by_hand: BTreeSet::new(),
             c_in_spec: true,
             c_taken_out_this_round: false,
             log: vec![],
@@ -399,6 +403,9 @@ impl World {
                 match rng.pick(&owned) {
                     Some(name) if matches!(event, Event::DeleteOwnedPeer) => {
                         let result = peers.delete(name, &DeleteParams::default()).await;
+                        if result.is_ok() {
+                            self.deleted_by_hand.insert((k, name.clone()));
+                        }
                         format!(
                             "delete owned Peer {}/{name} by hand: {}",
                             NAMES[k],
@@ -500,12 +507,14 @@ impl World {
     async fn heal(&mut self) -> Result<(), String> {
         // Checked before the partitions end: nothing was removed for them.
         let partitioned = std::mem::take(&mut self.partitioned);
+        let deleted_by_hand = std::mem::take(&mut self.deleted_by_hand);
         let c_taken_out = std::mem::replace(&mut self.c_taken_out_this_round, !self.c_in_spec);
         for (remote, before) in &partitioned {
             let now = self.peers_of_source(remote).await;
             for (k, names) in before {
                 let lost: Vec<_> = names
                     .difference(now.get(k).unwrap_or(&BTreeSet::new()))
+                    .filter(|name| !deleted_by_hand.contains(&(*k, (*name).clone())))
                     .cloned()
                     .collect();
                 // Taking c out of the spec removes its Peers, and the
