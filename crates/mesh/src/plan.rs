@@ -779,24 +779,24 @@ fn plan_with(
     // A cluster whose own operator of this mesh writes its Peers is left to
     // it: always with `LocalCluster` placement; from a hub once that
     // operator has taken the cluster's Peers over.
-    let writer = |target: &ClusterSpec| {
-        let writes_itself = memo
-            .clusters
-            .get(&target.name)
-            .is_some_and(|m| m.own_operator > 0);
-        if target.local {
-            ClusterWriter::ThisOperator
-        } else if spec.peer_placement == PeerPlacement::LocalCluster {
-            ClusterWriter::OwnOperator
-        } else if writes_itself {
-            ClusterWriter::OwnOperatorTookOver
-        } else {
-            ClusterWriter::ThisOperator
-        }
-    };
     let writers_of: BTreeMap<&str, ClusterWriter> = clusters
         .iter()
-        .map(|c| (c.name.as_str(), writer(c)))
+        .map(|target| {
+            let writes_itself = memo
+                .clusters
+                .get(&target.name)
+                .is_some_and(|m| m.own_operator > 0);
+            let writer = if target.local {
+                ClusterWriter::ThisOperator
+            } else if spec.peer_placement == PeerPlacement::LocalCluster {
+                ClusterWriter::OwnOperator
+            } else if writes_itself {
+                ClusterWriter::OwnOperatorTookOver
+            } else {
+                ClusterWriter::ThisOperator
+            };
+            (target.name.as_str(), writer)
+        })
         .collect();
     let writer = |name: &str| writers_of.get(name).copied().unwrap_or_default();
     // The readable clusters this mesh writes.
@@ -851,9 +851,7 @@ fn plan_with(
     let mut eligible: claims::Eligible = BTreeMap::new();
     let mut changed: BTreeMap<&str, Option<Vec<Changed>>> = BTreeMap::new();
     for cluster in &clusters {
-        let Some(known) = memo.clusters.get_mut(&cluster.name) else {
-            continue;
-        };
+        let known = memo.clusters.entry(cluster.name.clone()).or_default();
         let nodes = &view_of(&cluster.name).nodes;
         let checked = known.check_nodes(cluster, nodes, &blocked, settings, since);
         eligible.insert(cluster.name.clone(), known.checks.eligible.clone());
@@ -878,9 +876,7 @@ fn plan_with(
     let mut touched: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut dropped: Vec<Arc<DesiredPeer>> = Vec::new();
     for cluster in &clusters {
-        let Some(known) = memo.clusters.get_mut(&cluster.name) else {
-            continue;
-        };
+        let known = memo.clusters.entry(cluster.name.clone()).or_default();
         let mut skips = known.checks.skipped();
         let losers = lost.remove(&cluster.name).unwrap_or_default();
         let peered = eligible.remove(&cluster.name).unwrap_or_default();
@@ -972,9 +968,7 @@ fn plan_with(
         .iter()
         .filter(|c| observation(&c.name).is_observed())
     {
-        let Some(known) = memo.clusters.get_mut(&cluster.name) else {
-            continue;
-        };
+        let known = memo.clusters.entry(cluster.name.clone()).or_default();
         let anchor = anchored.get(cluster.name.as_str()).cloned().flatten();
         let mut names = touched.remove(cluster.name.as_str()).unwrap_or_default();
         if known.anchor != anchor {
@@ -1051,9 +1045,7 @@ fn plan_with(
             },
         );
         let observed = observation(&target.name).is_observed();
-        let Some(known) = memo.clusters.get_mut(&target.name) else {
-            continue;
-        };
+        let known = memo.clusters.entry(target.name.clone()).or_default();
         if !observed {
             known.pending = None;
             continue;
